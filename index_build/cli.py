@@ -1,0 +1,67 @@
+"""``rag build``: read the corpus, chunk, embed and write the index, then print a summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+from pathlib import Path
+from typing import Any
+
+from rag.cli import add_index_argument
+
+MAX_PROBLEMS_SHOWN = 20
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("build", help="build or refresh the index from corpus files")
+    p.add_argument(
+        "--corpus",
+        type=Path,
+        action="append",
+        default=None,
+        help="corpus file or directory (.txt listing dumps, .jsonl, .csv); repeatable; default: the bundled corpus",
+    )
+    add_index_argument(p)
+    p.add_argument("--force", action="store_true", help="rebuild and re-embed everything even if up to date")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(args: argparse.Namespace) -> int:
+    from index_build.build import build_index
+
+    overrides: dict[str, Any] = {}
+    if args.corpus:
+        overrides["corpus"] = args.corpus
+    if args.index:
+        overrides["index_dir"] = args.index
+    if args.no_progress:
+        overrides["progress"] = False
+    result = build_index(overrides, force=args.force)
+    if args.json:
+        print(json.dumps({**result.to_dict(), "peak_rss_mb": round(peak_rss_mb(), 1)}, indent=2))
+        return 0
+    report = result.corpus
+    print(f"corpus: {len(report.files)} file(s), {report.entries} entries read, "
+          f"{report.duplicates} merged as duplicates, {len(result.problems)} skipped")
+    for problem in result.problems[:MAX_PROBLEMS_SHOWN]:
+        print(f"  skipped {problem}")
+    if len(result.problems) > MAX_PROBLEMS_SHOWN:
+        print(f"  ... and {len(result.problems) - MAX_PROBLEMS_SHOWN} more (run with -v to log all)")
+    if result.status == "up-to-date":
+        print(f"index {result.index_dir} is up to date: {result.papers} papers, {result.chunks} chunks "
+              f"({result.seconds:.1f} s; use --force to rebuild)")
+        return 0
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.stage_seconds.items())
+    print(f"built {result.index_dir}: {result.papers} papers, {result.chunks} chunks "
+          f"({result.embedded} embedded, {result.reused} reused from cache)")
+    print(f"time {result.seconds:.1f} s ({stages}); index size {result.size_bytes / 1e6:.1f} MB; "
+          f"peak memory {peak_rss_mb():.0f} MB")
+    return 0

@@ -1,0 +1,35 @@
+"""One error hierarchy for the whole product.
+
+Every error says what was wrong and where it came from (file, line, field, paper id), so
+that a user can fix their input without reading a stack trace.
+"""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base class of every error this product raises on purpose."""
+
+
+class CorpusError(RagError):
+    """A corpus file or record cannot be used (unreadable, wrong encoding, empty, bad field)."""
+
+
+class IndexNotFoundError(RagError):
+    """The index directory is missing or incomplete; the message says how to build it."""
+
+
+class IndexCorruptError(RagError):
+    """The index directory exists but its files cannot be read or disagree with each other."""
+
+
+class IndexMismatchError(RagError):
+    """The index was built with settings (embedding model, chunking, format) other than ours."""
+
+
+class ModelError(RagError):
+    """A model cannot be found, loaded or verified."""
+
+
+class ConfigError(RagError):
+    """A configuration value is invalid; the message names the field."""

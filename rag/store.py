@@ -1,0 +1,229 @@
+"""The persisted index: its manifest, atomic replacement, and opening it for search.
+
+An index directory describes itself with ``manifest.json`` (format version, embedding model,
+dimension, chunking, corpus hash, counts) beside the llama-index storage files (docstore,
+index store, FAISS vectors), ``papers.jsonl`` and the embedding cache. Opening checks the
+manifest against the embedder in use and the files against each other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
+from rag.models import Embedder
+from rag.types import Chunk, Paper, ScoredChunk
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PAPERS = "papers.jsonl"
+EMBED_CACHE = "embeddings.npz"
+FAISS_FILE = "default__vector_store.json"  # llama-index's name for the persisted FAISS index
+_BACKUP_SUFFIX = ".previous"
+_BUILD_HINT = "run `rag build` to create it"
+
+
+def backup_path(index_dir: Path) -> Path:
+    return index_dir.with_name(index_dir.name + _BACKUP_SUFFIX)
+
+
+def recover_interrupted_swap(index_dir: Path) -> None:
+    """Restore the previous index if a build died between moving it aside and moving in the new one."""
+    backup = backup_path(index_dir)
+    if not index_dir.exists() and backup.is_dir():
+        logger.warning("restoring the previous index from %s (a build was interrupted)", backup)
+        os.replace(backup, index_dir)
+
+
+def replace_dir(new_dir: Path, index_dir: Path) -> None:
+    """Move a fully written ``new_dir`` into place as ``index_dir``.
+
+    Both renames are atomic on one filesystem; if the process dies between them, the old
+    index sits at the backup path and ``recover_interrupted_swap`` puts it back.
+    """
+    backup = backup_path(index_dir)
+    if backup.exists():
+        shutil.rmtree(backup)
+    if index_dir.exists():
+        os.replace(index_dir, backup)
+    os.replace(new_dir, index_dir)
+    if backup.exists():
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def read_manifest(index_dir: Path) -> dict[str, Any]:
+    """The manifest of an index directory; clear errors when missing or unreadable."""
+    recover_interrupted_swap(index_dir)
+    path = index_dir / MANIFEST
+    if not index_dir.is_dir():
+        raise IndexNotFoundError(f"no index at {index_dir}: {_BUILD_HINT}")
+    if not path.is_file():
+        raise IndexNotFoundError(f"{index_dir} has no {MANIFEST} (not an index, or an unfinished one): {_BUILD_HINT}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexCorruptError(f"{path} cannot be read ({exc}): run `rag build --force`") from exc
+    if not isinstance(manifest, dict):
+        raise IndexCorruptError(f"{path} is not a JSON object: run `rag build --force`")
+    return manifest
+
+
+def check_manifest(manifest: dict[str, Any], embedder: Embedder, where: Path) -> None:
+    """Raise ``IndexMismatchError`` if the index was built for another format or embedder."""
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IndexMismatchError(
+            f"{where}: index format {version!r}, this version reads {FORMAT_VERSION}: run `rag build --force`"
+        )
+    emb = manifest.get("embedding") or {}
+    if emb.get("name") != embedder.name or emb.get("dimension") != embedder.dimension:
+        raise IndexMismatchError(
+            f"{where}: built with embedding model {emb.get('name')!r} (dimension {emb.get('dimension')}), "
+            f"but the configured model is {embedder.name!r} (dimension {embedder.dimension}); "
+            "rebuild with `rag build --force` or configure the same model"
+        )
+
+
+def write_papers(path: Path, papers: Iterable[Paper]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for paper in papers:
+            fh.write(json.dumps(paper.to_dict(), ensure_ascii=False) + "\n")
+
+
+def read_papers(path: Path) -> dict[str, Paper]:
+    papers: dict[str, Paper] = {}
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        paper = Paper.from_dict(json.loads(line))
+                    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                        raise IndexCorruptError(f"{path}:{number}: bad paper record ({exc})") from exc
+                    papers[paper.paper_id] = paper
+    except OSError as exc:
+        raise IndexCorruptError(f"{path} cannot be read ({exc}): run `rag build --force`") from exc
+    return papers
+
+
+def read_embedding_cache(index_dir: Path, embedder_name: str) -> dict[str, np.ndarray]:
+    """Vectors of a previous build keyed by chunk content hash; empty when unusable."""
+    path = index_dir / EMBED_CACHE
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["model"]) != embedder_name:
+                return {}
+            keys = [str(k) for k in data["keys"]]
+            vectors = np.asarray(data["vectors"], dtype=np.float32)
+    except (OSError, KeyError, ValueError) as exc:
+        logger.warning("ignoring unreadable embedding cache %s: %s", path, exc)
+        return {}
+    return dict(zip(keys, vectors, strict=True))
+
+
+def write_embedding_cache(index_dir: Path, embedder_name: str, keys: list[str], vectors: np.ndarray) -> None:
+    np.savez(index_dir / EMBED_CACHE, model=np.array(embedder_name), keys=np.array(keys), vectors=vectors)
+
+
+def chunk_from_metadata(node_id: str, text: str, meta: dict[str, Any]) -> Chunk:
+    return Chunk(
+        chunk_id=node_id,
+        paper_id=str(meta["paper_id"]),
+        title=str(meta["title"]),
+        text=text,
+        start=int(meta["start"]),
+        end=int(meta["end"]),
+        sentences=tuple((int(a), int(b)) for a, b in meta["sentences"]),
+        position=int(meta.get("position", 0)),
+    )
+
+
+@dataclass
+class RagIndex:
+    """An opened index: papers, chunks and a llama-index vector index over FAISS."""
+
+    index_dir: Path
+    manifest: dict[str, Any]
+    papers: dict[str, Paper]
+    chunks: dict[str, Chunk]
+    vector_index: Any  # llama_index.core.VectorStoreIndex
+    embedder: Embedder
+
+    @property
+    def faiss_index(self) -> Any:
+        return self.vector_index.vector_store.client
+
+    def dense_search(self, query: str, k: int) -> list[ScoredChunk]:
+        """Top ``k`` chunks by cosine similarity (inner product on unit vectors)."""
+        k = max(0, min(k, len(self.chunks)))
+        if k == 0 or not query.strip():
+            return []
+        retriever = self.vector_index.as_retriever(similarity_top_k=k)
+        out: list[ScoredChunk] = []
+        for rank, hit in enumerate(retriever.retrieve(query), 1):
+            chunk = self.chunks.get(hit.node.node_id)
+            if chunk is not None:
+                out.append(ScoredChunk(chunk=chunk, score=float(hit.score or 0.0), ranks={"dense": rank}))
+        return out
+
+
+def open_index(index_dir: str | Path, embedder: Embedder) -> RagIndex:
+    """Open a built index for search, checking it against ``embedder`` and itself.
+
+    Raises:
+        IndexNotFoundError: nothing (complete) at ``index_dir``.
+        IndexMismatchError: built with another embedding model or format.
+        IndexCorruptError: files missing, unreadable, or disagreeing with each other.
+    """
+    from llama_index.core import StorageContext, load_index_from_storage
+    from llama_index.vector_stores.faiss import FaissVectorStore
+
+    from rag.llama import EmbedderAdapter
+
+    index_dir = Path(index_dir)
+    manifest = read_manifest(index_dir)
+    check_manifest(manifest, embedder, index_dir)
+    for name in (FAISS_FILE, "docstore.json", "index_store.json", PAPERS):
+        if not (index_dir / name).is_file():
+            raise IndexCorruptError(f"{index_dir} lacks {name}: run `rag build --force`")
+    try:
+        vector_store = FaissVectorStore.from_persist_dir(str(index_dir))
+        storage = StorageContext.from_defaults(vector_store=vector_store, persist_dir=str(index_dir))
+        vector_index = load_index_from_storage(storage, embed_model=EmbedderAdapter(embedder))
+    except Exception as exc:  # faiss and llama-index raise many types for damaged files
+        raise IndexCorruptError(f"{index_dir}: cannot load the stored index ({exc}): run `rag build --force`") from exc
+
+    chunks: dict[str, Chunk] = {}
+    for node_id, node in storage.docstore.docs.items():
+        try:
+            chunks[node_id] = chunk_from_metadata(node_id, node.get_content(), node.metadata)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexCorruptError(f"{index_dir}: chunk {node_id} has bad metadata ({exc})") from exc
+    papers = read_papers(index_dir / PAPERS)
+
+    ntotal = int(vector_store.client.ntotal)
+    mapped = len(vector_index.index_struct.nodes_dict)
+    expected = (manifest.get("counts") or {}).get("chunks")
+    if not (ntotal == mapped == len(chunks) == expected):
+        raise IndexCorruptError(
+            f"{index_dir}: FAISS holds {ntotal} vectors, the index maps {mapped}, the docstore has "
+            f"{len(chunks)} chunks and the manifest says {expected}: run `rag build --force`"
+        )
+    missing = {c.paper_id for c in chunks.values()} - set(papers)
+    if missing:
+        raise IndexCorruptError(f"{index_dir}: chunks refer to unknown papers {sorted(missing)[:3]}: run `rag build --force`")
+    logger.info("opened index %s: %d papers, %d chunks", index_dir, len(papers), len(chunks))
+    return RagIndex(index_dir, manifest, papers, chunks, vector_index, embedder)

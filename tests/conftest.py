@@ -1,0 +1,78 @@
+"""Shared fixtures: no network, tiny data, a fake embedder, and one real embedder per session."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rag.models import HashEmbedder, enforce_offline
+
+DATA = Path(__file__).parent / "data"
+enforce_offline()
+
+
+def _is_local(address: object) -> bool:
+    if isinstance(address, (str, bytes)):  # AF_UNIX paths
+        return True
+    if isinstance(address, tuple) and address:
+        host = address[0]
+        if host in ("localhost", ""):
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+    return False
+
+
+@pytest.fixture(autouse=True)
+def block_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any test that tries to reach beyond this machine (loopback stays allowed)."""
+    real_connect = socket.socket.connect
+
+    def guarded_connect(self: socket.socket, address: object) -> object:
+        if not _is_local(address):
+            raise RuntimeError(f"network access attempted in a test: {address!r}")
+        return real_connect(self, address)  # type: ignore[arg-type]
+
+    def guarded_getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is not None and not _is_local((name,)):
+            raise RuntimeError(f"DNS lookup attempted in a test: {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    real_getaddrinfo = socket.getaddrinfo
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture
+def fake_embedder() -> HashEmbedder:
+    return HashEmbedder(dimension=64, max_tokens=256)
+
+
+@pytest.fixture
+def small_corpus(tmp_path: Path) -> Path:
+    """A copy of the tiny listing files, so a test may add or change files."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("listing_plain.txt", "listing_furniture.txt"):
+        (corpus / name).write_bytes((DATA / name).read_bytes())
+    return corpus
+
+
+@pytest.fixture(scope="session")
+def real_embedder() -> Iterator[object]:
+    """The packaged MiniLM, loaded once for every slow test."""
+    from rag.models import SentenceTransformerEmbedder
+
+    yield SentenceTransformerEmbedder()
