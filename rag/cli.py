@@ -9,13 +9,16 @@ that adds a subparser whose ``func(args) -> int`` runs the command.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TextIO
 
 from rag.errors import RagError
+from rag.types import Answer
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +59,111 @@ def _run_search(args: argparse.Namespace) -> int:
     return 0
 
 
-CORE_COMMANDS: tuple[Register, ...] = (_register_search,)
+def _register_ask(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("ask", help="answer a question from the papers, with verified citations")
+    p.add_argument("question", help="the question, in plain words")
+    p.add_argument("-k", "--top-k", type=int, default=None, help="papers given to the model as sources (default 4)")
+    p.add_argument("--model", default=None, help="a bundled model name (see `rag models`) or a path to a .gguf file")
+    p.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default=None, help="retrieval mode (default hybrid)")
+    p.add_argument("--strict", action="store_true", help="drop answer sentences that no source supports")
+    p.add_argument("--json", action="store_true", help="print the whole Answer as JSON (no streaming)")
+    add_index_argument(p)
+    p.set_defaults(func=_run_ask)
+
+
+def _run_ask(args: argparse.Namespace) -> int:
+    from rag.answer import AnswerEvent, Answerer, EvidenceEvent, TokenEvent
+    from rag.config import get_config
+
+    overrides: dict[str, object] = {}
+    if args.index:
+        overrides["index_dir"] = args.index
+    if args.model:
+        overrides["model"] = args.model
+    if args.mode:
+        overrides["retrieval_mode"] = args.mode
+    if args.top_k is not None:
+        overrides["top_k"] = args.top_k
+    if args.strict:
+        overrides["strict"] = True
+    answerer = Answerer(get_config(overrides))
+    if args.json:
+        print(json.dumps(answerer.ask(args.question).to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    out = sys.stdout
+    streaming = False
+    for event in answerer.stream(args.question):
+        if isinstance(event, EvidenceEvent):
+            if event.sources:
+                print("Sources:", file=out)
+                for src in event.sources:
+                    print(f"  [{src.n}] {src.title}", file=out)
+                print(file=out)
+        elif isinstance(event, TokenEvent):
+            if not streaming:
+                print("Model: ", end="", file=out)
+                streaming = True
+            print(event.text, end="", file=out, flush=True)
+        elif isinstance(event, AnswerEvent):
+            if streaming:
+                print("\n", file=out)
+            _print_answer(event.answer, out)
+    return 0
+
+
+def _print_answer(answer: Answer, out: TextIO) -> None:
+    from rag.citations import strip_citations
+
+    changed = strip_citations(answer.raw_text) != strip_citations(answer.text)
+    label = "Verified answer" if changed and not answer.refused else "Answer"
+    print(f"{label}: {answer.text}", file=out)
+    if answer.refused and answer.refusal_reason:
+        print(f"  (refused: {answer.refusal_reason})", file=out)
+    unsupported = [s for s in answer.sentences if not s.supported]
+    if unsupported and not answer.refused:
+        print("  [?] marks a sentence that no source supports.", file=out)
+    if answer.citations:
+        print("\nReferences:", file=out)
+        for c in answer.citations:
+            print(f"  [{c.n}] {c.title}  ({', '.join(c.sources)})", file=out)
+            for sentence in c.evidence:
+                print(f"      \u201c{sentence}\u201d", file=out)
+    t = answer.timings
+    parts = [f"{k.replace('_', ' ')} {t[k]:.1f} s" for k in ("retrieve", "first_token", "total") if k in t]
+    if "tokens_per_s" in t:
+        parts.append(f"{t['tokens_per_s']:.1f} tokens/s")
+    if answer.prompt_tokens:
+        parts.append(f"prompt {answer.prompt_tokens} tokens")
+    print(f"\n({'; '.join(parts)}; model {answer.model})", file=out)
+    for warning in answer.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _register_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("models", help="list the language models, their files, sizes and hash checks")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from rag.config import get_config
+    from rag.llm import KNOWN_MODELS, model_cache_dir, model_status
+
+    default = get_config().model
+    rows = [model_status(spec) for spec in KNOWN_MODELS.values()]
+    if args.json:
+        print(json.dumps([{**r.to_dict(), "default": r.name == default} for r in rows], indent=2))
+        return 0
+    print(f"models (cache: {model_cache_dir()}; any other .gguf file works with --model PATH)")
+    for r in rows:
+        size = f"{r.size / 1e6:,.0f} MB" if r.size else "-"
+        mark = "*" if r.name == default else " "
+        print(f"{mark} {r.name:<20} {size:>9}  {r.status}")
+        print(f"  {'':<20} {r.description}; {r.path or ''}")
+    return 0
+
+
+CORE_COMMANDS: tuple[Register, ...] = (_register_ask, _register_search, _register_models)
 
 
 def _plugin_commands() -> list[tuple[str, Register]]:
@@ -90,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("bm25s", "httpx", "sentence_transformers", "transformers"):  # chatty at INFO/DEBUG
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -22,9 +22,13 @@ BUNDLED_CORPUS = PROJECT_ROOT / "data" / "corpus"
 DEFAULT_INDEX_DIR = Path(".rag") / "index"
 DEFAULT_EMBED_MODEL = "all-MiniLM-L6-v2"
 
+DEFAULT_LLM = "qwen2.5-coder-1.5b"
+RETRIEVAL_MODES = ("hybrid", "dense", "bm25")
+
 _ENV = {
     "RAG_INDEX_DIR": "index_dir",
     "RAG_EMBED_MODEL": "embed_model",
+    "RAG_MODEL": "model",
 }
 
 
@@ -48,6 +52,41 @@ class RagConfig:
     # Show progress bars on long work (they are also off when stderr is not a terminal).
     progress: bool = True
 
+    # --- answering -------------------------------------------------------------------------
+    # The LLM: a bundled model name (see `rag models`) or a path to any GGUF file.
+    model: str = DEFAULT_LLM
+    # Papers given to the model as numbered sources.
+    top_k: int = 4
+    # "hybrid" (dense + BM25 fused by reciprocal rank), "dense" or "bm25".
+    retrieval_mode: str = "hybrid"
+    # Chunks each retriever returns before fusion and aggregation to papers.
+    candidates: int = 40
+    # The constant of reciprocal-rank fusion: score = sum 1 / (rrf_k + rank).
+    rrf_k: int = 60
+    # Select the most relevant sentences of each paper (False: whole abstracts, the naive way).
+    select_evidence: bool = True
+    # Prompt tokens of evidence (titles + sentences); prefill at ~20-50 tokens/s is most of
+    # the answer time on 2 cores, so this is the main speed knob.
+    evidence_tokens: int = 350
+    # Cap on the tokens the model writes.
+    max_answer_tokens: int = 160
+    # Refuse without asking the model when the best question-chunk cosine similarity is below
+    # this (calibrated on the gold set: unanswerable questions score lower).
+    min_relevance: float = 0.3
+    # Check every answer sentence against the cited evidence (False: trust the model).
+    verify: bool = True
+    # Drop sentences that no source supports (default: keep them, marked [?]).
+    strict: bool = False
+    # A sentence is supported by a source if its numbers and names occur in the source's
+    # evidence and either its best sentence similarity or its content-word overlap is enough.
+    support_min_similarity: float = 0.6
+    support_min_overlap: float = 0.6
+    # llama.cpp context window and threads (None: all cores, at most 8).
+    n_ctx: int = 2048
+    n_threads: int | None = None
+    # Longer questions are cut to this many characters, with a warning.
+    max_question_chars: int = 1000
+
     def __post_init__(self) -> None:
         if self.embed_batch_size < 1:
             raise ConfigError(f"embed_batch_size must be >= 1, got {self.embed_batch_size}")
@@ -55,6 +94,14 @@ class RagConfig:
             raise ConfigError(f"chunk_overlap must be >= 0, got {self.chunk_overlap}")
         if self.index_type not in ("flat",):
             raise ConfigError(f"index_type must be 'flat', got {self.index_type!r}")
+        if self.retrieval_mode not in RETRIEVAL_MODES:
+            raise ConfigError(f"retrieval_mode must be one of {', '.join(RETRIEVAL_MODES)}, got {self.retrieval_mode!r}")
+        for name in ("top_k", "candidates", "rrf_k", "evidence_tokens", "max_answer_tokens", "n_ctx", "max_question_chars"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("min_relevance", "support_min_similarity", "support_min_overlap"):
+            if not -1.0 <= float(getattr(self, name)) <= 1.0:
+                raise ConfigError(f"{name} must be between -1 and 1, got {getattr(self, name)}")
 
     def replace(self, **changes: Any) -> RagConfig:
         """A copy with some fields changed (validated like a new config)."""

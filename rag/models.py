@@ -85,7 +85,9 @@ class SentenceTransformerEmbedder:
             if self._model is None:
                 enforce_offline()
                 from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
 
+                hf_logging.disable_progress_bar()  # no "Loading weights" bar on every start
                 logger.info("loading embedding model from %s", self.model_path)
                 try:
                     self._model = SentenceTransformer(

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -161,23 +161,54 @@ class RagIndex:
     chunks: dict[str, Chunk]
     vector_index: Any  # llama_index.core.VectorStoreIndex
     embedder: Embedder
+    _positions: dict[str, int] | None = field(default=None, repr=False)
+    _by_paper: dict[str, list[Chunk]] | None = field(default=None, repr=False)
 
     @property
     def faiss_index(self) -> Any:
         return self.vector_index.vector_store.client
 
-    def dense_search(self, query: str, k: int) -> list[ScoredChunk]:
+    def query_vector(self, query: str) -> np.ndarray:
+        """The unit-length embedding of a query."""
+        return np.asarray(self.embedder.embed([query])[0], dtype=np.float32)
+
+    def dense_search(self, query: str, k: int, *, vector: np.ndarray | None = None) -> list[ScoredChunk]:
         """Top ``k`` chunks by cosine similarity (inner product on unit vectors)."""
+        from llama_index.core.schema import QueryBundle
+
         k = max(0, min(k, len(self.chunks)))
         if k == 0 or not query.strip():
             return []
+        if vector is None:
+            vector = self.query_vector(query)
         retriever = self.vector_index.as_retriever(similarity_top_k=k)
+        bundle = QueryBundle(query_str=query, embedding=vector.tolist())
         out: list[ScoredChunk] = []
-        for rank, hit in enumerate(retriever.retrieve(query), 1):
+        for hit in retriever.retrieve(bundle):
             chunk = self.chunks.get(hit.node.node_id)
             if chunk is not None:
-                out.append(ScoredChunk(chunk=chunk, score=float(hit.score or 0.0), ranks={"dense": rank}))
+                out.append(ScoredChunk(chunk=chunk, score=float(hit.score or 0.0), rank=len(out) + 1))
         return out
+
+    def chunk_vectors(self, chunk_ids: list[str]) -> np.ndarray:
+        """Stored vectors of the given chunks, shape (len(chunk_ids), dimension)."""
+        if self._positions is None:
+            self._positions = {nid: int(pos) for pos, nid in self.vector_index.index_struct.nodes_dict.items()}
+        rows = [self.faiss_index.reconstruct(self._positions[cid]) for cid in chunk_ids]
+        return np.asarray(rows, dtype=np.float32).reshape(len(chunk_ids), -1)
+
+    def paper_chunks(self, paper_id: str) -> list[Chunk]:
+        if self._by_paper is None:
+            by_paper: dict[str, list[Chunk]] = {}
+            for chunk in self.chunks.values():
+                by_paper.setdefault(chunk.paper_id, []).append(chunk)
+            self._by_paper = {pid: sorted(cs, key=lambda c: c.position) for pid, cs in by_paper.items()}
+        return self._by_paper.get(paper_id, [])
+
+    @property
+    def nodes(self) -> list[Any]:
+        """The llama-index nodes of every chunk (for retrievers that index text, such as BM25)."""
+        return list(self.vector_index.docstore.docs.values())
 
 
 def open_index(index_dir: str | Path, embedder: Embedder) -> RagIndex:

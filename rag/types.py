@@ -119,11 +119,178 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True)
 class ScoredChunk:
-    """A retrieved chunk with its score and the retriever(s) that found it."""
+    """A retrieved chunk with its score; ``rank`` is 1-based within the retriever that found it."""
 
     chunk: Chunk
     score: float
-    ranks: dict[str, int] = field(default_factory=dict)
+    rank: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chunk": self.chunk.to_dict(), "score": self.score, "ranks": dict(self.ranks)}
+        return {"chunk": self.chunk.to_dict(), "score": self.score, "rank": self.rank}
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievedPaper:
+    """A paper found for a question (a paper appears once), with how each retriever ranked it.
+
+    ``dense_score`` is the best cosine similarity between the question and any of the paper's
+    chunks; it is what the refusal threshold is calibrated on.
+    """
+
+    paper_id: str
+    title: str
+    score: float
+    dense_score: float
+    bm25_score: float = 0.0
+    dense_rank: int | None = None
+    bm25_rank: int | None = None
+    sources: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "paper_id": self.paper_id,
+            "title": self.title,
+            "score": round(self.score, 6),
+            "dense_score": round(self.dense_score, 6),
+            "bm25_score": round(self.bm25_score, 6),
+            "dense_rank": self.dense_rank,
+            "bm25_rank": self.bm25_rank,
+            "sources": list(self.sources),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceSentence:
+    """One sentence of an abstract shown to the model; offsets are into ``Paper.abstract``."""
+
+    start: int
+    end: int
+    text: str
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "text": self.text, "score": round(self.score, 6)}
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A numbered source of the prompt: a paper and the sentences of it that the model saw."""
+
+    n: int
+    paper_id: str
+    title: str
+    sentences: tuple[EvidenceSentence, ...]
+    retrieval_score: float
+    files: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.sentences)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "paper_id": self.paper_id,
+            "title": self.title,
+            "sentences": [s.to_dict() for s in self.sentences],
+            "retrieval_score": round(self.retrieval_score, 6),
+            "files": list(self.files),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A paper cited in the final answer, numbered 1..n in order of first use.
+
+    ``evidence`` holds the source sentences that support the claims citing it; ``prompt_n`` is
+    the number the paper had in the prompt, before renumbering.
+    """
+
+    n: int
+    paper_id: str
+    title: str
+    sources: tuple[str, ...]
+    evidence: tuple[str, ...]
+    score: float
+    prompt_n: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "paper_id": self.paper_id,
+            "title": self.title,
+            "sources": list(self.sources),
+            "evidence": list(self.evidence),
+            "score": round(self.score, 6),
+            "prompt_n": self.prompt_n,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerSentence:
+    """One sentence of the answer, its final citation numbers, and whether evidence backs it.
+
+    ``repaired`` is true when the verifier changed the model's citations for this sentence;
+    ``issues`` says why a citation was dropped or the sentence is unsupported.
+    """
+
+    text: str
+    citations: tuple[int, ...]
+    supported: bool
+    repaired: bool = False
+    issues: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "citations": list(self.citations),
+            "supported": self.supported,
+            "repaired": self.repaired,
+            "issues": list(self.issues),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The result of one question: verified text with [n] markers, and everything behind it.
+
+    ``text`` is what to show; ``raw_text`` is what the model wrote. ``sources`` are the numbered
+    papers of the prompt; ``citations`` the papers the final text cites, renumbered 1..n.
+    """
+
+    question: str
+    text: str
+    raw_text: str
+    citations: tuple[Citation, ...]
+    sentences: tuple[AnswerSentence, ...]
+    refused: bool
+    retrieved: tuple[RetrievedPaper, ...]
+    sources: tuple[Source, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+    model: str = ""
+    refusal_reason: str | None = None
+    standalone_question: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    invalid_citations: int = 0
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "text": self.text,
+            "raw_text": self.raw_text,
+            "citations": [c.to_dict() for c in self.citations],
+            "sentences": [s.to_dict() for s in self.sentences],
+            "refused": self.refused,
+            "refusal_reason": self.refusal_reason,
+            "retrieved": [r.to_dict() for r in self.retrieved],
+            "sources": [s.to_dict() for s in self.sources],
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "model": self.model,
+            "standalone_question": self.standalone_question,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "invalid_citations": self.invalid_citations,
+            "warnings": list(self.warnings),
+        }

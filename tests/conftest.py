@@ -70,6 +70,30 @@ def small_corpus(tmp_path: Path) -> Path:
     return corpus
 
 
+@pytest.fixture
+def fake_index(small_corpus: Path, tmp_path: Path, fake_embedder: HashEmbedder):  # type: ignore[no-untyped-def]
+    """The tiny corpus built with the fake embedder, opened for search."""
+    from index_build.build import build_index
+    from rag.store import open_index
+
+    index_dir = tmp_path / "index"
+    build_index({"corpus": [small_corpus], "index_dir": index_dir, "progress": False}, embedder=fake_embedder)
+    return open_index(index_dir, fake_embedder)
+
+
+@pytest.fixture(scope="session")
+def real_index(tmp_path_factory: pytest.TempPathFactory, real_embedder):  # type: ignore[no-untyped-def]
+    """The bundled corpus built with the packaged MiniLM, once per test session."""
+    from index_build.build import build_index
+    from rag.config import BUNDLED_CORPUS
+    from rag.store import open_index
+
+    index_dir = tmp_path_factory.mktemp("real") / "index"
+    result = build_index({"corpus": [BUNDLED_CORPUS], "index_dir": index_dir, "progress": False}, embedder=real_embedder)
+    assert result.papers == 591
+    return open_index(index_dir, real_embedder)
+
+
 @pytest.fixture(scope="session")
 def real_embedder() -> Iterator[object]:
     """The packaged MiniLM, loaded once for every slow test."""

@@ -6,20 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from index_build.build import build_index
 from index_build.chunking import SPECIAL_TOKENS
 from rag.config import BUNDLED_CORPUS
-from rag.store import open_index
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def real_index(tmp_path_factory: pytest.TempPathFactory, real_embedder):  # type: ignore[no-untyped-def]
-    index_dir = tmp_path_factory.mktemp("real") / "index"
-    result = build_index({"corpus": [BUNDLED_CORPUS], "index_dir": index_dir, "progress": False}, embedder=real_embedder)
-    assert result.papers == 591
-    return open_index(index_dir, real_embedder)
 
 
 def test_real_chunks_fit_the_model_window(real_index, real_embedder) -> None:  # type: ignore[no-untyped-def]

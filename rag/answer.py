@@ -1,0 +1,375 @@
+"""The pipeline behind ``ask()``: retrieve -> select evidence -> generate (streaming) -> verify.
+
+The system, not the model, decides what is trusted: refusal happens when retrieval finds
+nothing relevant (before the model runs), when the model says the sources do not answer and
+nothing else it wrote is supported, or when no sentence survives verification.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import time
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rag.citations import find_citations, split_answer
+from rag.config import RagConfig, get_config
+from rag.errors import RagError
+from rag.evidence import CachedEmbedder, select_evidence
+from rag.llm import Generator, load_generator
+from rag.models import Embedder, load_embedder
+from rag.prompts import CANNOT_ANSWER, REWRITE_SYSTEM, REWRITE_TEMPLATE, answer_messages
+from rag.retrieve import Retriever
+from rag.store import RagIndex, open_index
+from rag.types import Answer, AnswerSentence, Citation, RetrievedPaper, Source
+from rag.verify import Verifier, is_refusal
+
+logger = logging.getLogger(__name__)
+
+History = Sequence[tuple[str, str] | Answer]
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_FOLLOW_UP = re.compile(r"\b(it|its|it's|they|them|their|this|that|these|those|he|she|his|her|the paper|the method|the model|the same|what about|how about)\b", re.IGNORECASE)
+# The model echoing prompt structure means it has stopped answering.
+_ECHO = re.compile(r"(<\s*/?\s*sources\s*>|\nQuestion:|<\|im_start\|>|<\|im_end\|>)")
+
+
+class QuestionError(RagError):
+    """The question cannot be asked as given (empty, only whitespace or control characters)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceEvent:
+    """Retrieval and evidence are ready; the model has not started. Show these at once."""
+
+    kind: ClassVar[str] = "evidence"
+    question: str
+    retrieved: tuple[RetrievedPaper, ...]
+    sources: tuple[Source, ...]
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    """A piece of the model's raw text as it is written (before verification)."""
+
+    kind: ClassVar[str] = "token"
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerEvent:
+    """The final, verified answer."""
+
+    kind: ClassVar[str] = "answer"
+    answer: Answer
+
+
+Event = EvidenceEvent | TokenEvent | AnswerEvent
+
+
+def clean_question(question: str, max_chars: int) -> tuple[str, list[str]]:
+    """Normalise a question; raise ``QuestionError`` if nothing is left. Returns warnings too."""
+    if not isinstance(question, str):
+        raise QuestionError(f"the question must be text, got {type(question).__name__}")
+    text = unicodedata.normalize("NFC", _CONTROL.sub(" ", question))
+    text = re.sub(r"\s+", " ", text).strip()
+    if not text:
+        raise QuestionError("the question is empty; ask something about the papers")
+    warnings = []
+    if len(text) > max_chars:
+        warnings.append(f"the question was {len(text)} characters long; only the first {max_chars} were used")
+        logger.warning(warnings[-1])
+        text = text[:max_chars].rstrip()
+    return text, warnings
+
+
+def repeats_itself(text: str) -> bool:
+    """True when the model is looping: a sentence written twice, or a long run repeated."""
+    sentences = [s.strip().lower() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.strip()) > 20]
+    if len(sentences) != len(set(sentences)):
+        return True
+    tail = text[-60:]
+    return len(tail) == 60 and text.count(tail) >= 3
+
+
+class Answerer:
+    """Answers questions over one index; loads its models lazily, once, and shares them.
+
+    Thread-safe: retrieval runs concurrently, generation is one at a time (callers queue on the
+    generator's lock).
+    """
+
+    def __init__(
+        self,
+        config: RagConfig | dict[str, Any] | None = None,
+        *,
+        index: RagIndex | None = None,
+        embedder: Embedder | None = None,
+        generator: Generator | None = None,
+    ) -> None:
+        self.config = get_config(config)
+        self._embedder = embedder or (index.embedder if index is not None else None)
+        self._index = index
+        self._generator = generator
+        self._retriever: Retriever | None = None
+        self._cached: CachedEmbedder | None = None
+        self._lock = threading.Lock()
+
+    # -- lazily loaded parts -------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = load_embedder(self.config.embed_model, batch_size=self.config.embed_batch_size)
+        return self._embedder
+
+    @property
+    def index(self) -> RagIndex:
+        with self._lock:
+            if self._index is None:
+                self._index = open_index(self.config.index_dir, self.embedder)
+            return self._index
+
+    @property
+    def retriever(self) -> Retriever:
+        index = self.index
+        with self._lock:
+            if self._retriever is None:
+                self._retriever = Retriever(index, candidates=self.config.candidates, rrf_k=self.config.rrf_k)
+            return self._retriever
+
+    @property
+    def generator(self) -> Generator:
+        with self._lock:
+            if self._generator is None:
+                self._generator = load_generator(self.config.model, n_ctx=self.config.n_ctx, n_threads=self.config.n_threads)
+            return self._generator
+
+    @property
+    def sentence_embedder(self) -> CachedEmbedder:
+        with self._lock:
+            if self._cached is None:
+                self._cached = CachedEmbedder(self._embedder or self.index.embedder)
+            return self._cached
+
+    # -- the pipeline -------------------------------------------------------------------------
+    def ask(self, question: str, history: History | None = None, **overrides: Any) -> Answer:
+        """Answer synchronously; always returns an ``Answer`` (raises only for a bad question)."""
+        final: Answer | None = None
+        for event in self.stream(question, history, **overrides):
+            if isinstance(event, AnswerEvent):
+                final = event.answer
+        assert final is not None  # stream always ends with an AnswerEvent
+        return final
+
+    def stream(self, question: str, history: History | None = None, **overrides: Any) -> Iterator[Event]:
+        """Yield an ``EvidenceEvent``, then ``TokenEvent``s as the model writes, then an ``AnswerEvent``.
+
+        Keyword overrides (``top_k``, ``strict``, ``retrieval_mode``, ...) change the config for
+        this question only.
+        """
+        cfg = self.config.replace(**{k: v for k, v in overrides.items() if v is not None}) if overrides else self.config
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        text, warnings = clean_question(question, cfg.max_question_chars)
+
+        standalone = self.rewrite(text, history) if history else text
+        if standalone != text:
+            timings["rewrite"] = time.perf_counter() - start
+
+        t = time.perf_counter()
+        retrieved = tuple(self.retriever.search(standalone, cfg.top_k, cfg.retrieval_mode))
+        timings["retrieve"] = time.perf_counter() - t
+        relevance = max((r.dense_score for r in retrieved), default=0.0)
+
+        base = dict(question=text, retrieved=retrieved, model=self._model_name(), standalone_question=standalone if standalone != text else None, warnings=tuple(warnings))
+        if not retrieved or relevance < cfg.min_relevance:
+            timings["evidence"] = 0.0
+            yield EvidenceEvent(standalone, retrieved, (), dict(timings))
+            timings["total"] = time.perf_counter() - start
+            reason = f"no paper is close to the question (best similarity {relevance:.2f} < {cfg.min_relevance:.2f})"
+            yield AnswerEvent(self._refusal(base, "", reason, timings, ()))
+            return
+
+        t = time.perf_counter()
+        index = self.index
+        sources = tuple(
+            select_evidence(
+                standalone,
+                index.query_vector(standalone),
+                retrieved,
+                index.papers,
+                self.sentence_embedder,
+                budget=cfg.evidence_tokens,
+                whole_abstracts=not cfg.select_evidence,
+            )
+        )
+        timings["evidence"] = time.perf_counter() - t
+        timings["to_evidence"] = time.perf_counter() - start
+        yield EvidenceEvent(standalone, retrieved, sources, dict(timings))
+
+        messages = answer_messages(standalone, sources)
+        generator = self.generator
+        t = time.perf_counter()
+        pieces: list[str] = []
+        first: float | None = None
+        with contextlib.closing(generator.stream(messages, max_tokens=cfg.max_answer_tokens)) as stream:  # type: ignore[type-var]
+            for piece in stream:
+                if first is None:
+                    first = time.perf_counter()
+                    timings["first_token"] = first - start
+                pieces.append(piece)
+                so_far = "".join(pieces)
+                echo = _ECHO.search(so_far)
+                if echo:
+                    pieces = [so_far[: echo.start()]]
+                    break
+                yield TokenEvent(piece)
+                if repeats_itself(so_far):
+                    logger.info("stopped a repeating answer")
+                    break
+        end = time.perf_counter()
+        raw = "".join(pieces).strip()
+        timings["generate"] = end - t
+        completion_tokens = len(pieces)
+        if first is not None and end > first and completion_tokens > 1:
+            timings["tokens_per_s"] = (completion_tokens - 1) / (end - first)
+        prompt_tokens = generator.count_tokens(messages)
+
+        t = time.perf_counter()
+        extra = dict(sources=sources, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        if cfg.verify:
+            verified = self._verifier(cfg).verify(raw, sources, strict=cfg.strict)
+            timings["verify"] = time.perf_counter() - t
+            if not any(s.supported for s in verified.sentences):
+                reason = "the sources were judged not to answer it" if verified.said_cannot_answer or not raw else "no sentence of the answer is supported by the sources"
+                timings["total"] = time.perf_counter() - start
+                yield AnswerEvent(self._refusal({**base, **extra}, raw, reason, timings, verified.sentences, verified.invalid_citations))
+                return
+            timings["total"] = time.perf_counter() - start
+            answer = Answer(
+                **base,
+                **extra,
+                text=verified.text,
+                raw_text=raw,
+                citations=verified.citations,
+                sentences=verified.sentences,
+                refused=False,
+                timings=timings,
+                invalid_citations=verified.invalid_citations,
+            )
+        else:
+            answer = self._unverified({**base, **extra}, raw, sources, timings, start)
+        yield AnswerEvent(answer)
+
+    def rewrite(self, question: str, history: History) -> str:
+        """Turn a follow-up into a standalone question, using the model only when needed."""
+        turns = [(h.question, h.text) if isinstance(h, Answer) else (str(h[0]), str(h[1])) for h in history][-3:]
+        if not turns or not (_FOLLOW_UP.search(question) or len(question.split()) <= 4):
+            return question
+        convo = "\n".join(f"Q: {q}\nA: {a[:300]}" for q, a in turns)
+        messages = [
+            {"role": "system", "content": REWRITE_SYSTEM},
+            {"role": "user", "content": REWRITE_TEMPLATE.format(history=convo, question=question)},
+        ]
+        try:
+            with contextlib.closing(self.generator.stream(messages, max_tokens=60)) as stream:  # type: ignore[type-var]
+                out = "".join(stream).strip().splitlines()
+        except RagError as exc:
+            logger.warning("could not rewrite the follow-up (%s); using it with the previous question", exc)
+            out = []
+        candidate = re.sub(r"^(standalone question|question)\s*:\s*", "", out[0], flags=re.IGNORECASE).strip() if out else ""
+        if not candidate or len(candidate) > 4 * len(question) + 200:
+            candidate = f"{turns[-1][0]} {question}"
+        return candidate
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _model_name(self) -> str:
+        return self._generator.name if self._generator is not None else self.config.model
+
+    def _verifier(self, cfg: RagConfig) -> Verifier:
+        return Verifier(self.sentence_embedder, min_similarity=cfg.support_min_similarity, min_overlap=cfg.support_min_overlap)
+
+    @staticmethod
+    def _refusal(
+        base: dict[str, Any],
+        raw: str,
+        reason: str,
+        timings: dict[str, float],
+        sentences: Sequence[AnswerSentence],
+        invalid: int = 0,
+    ) -> Answer:
+        closest = base["retrieved"][:3]
+        text = CANNOT_ANSWER
+        if closest:
+            text += " The closest papers are: " + "; ".join(f"\u201c{r.title}\u201d" for r in closest) + "."
+        return Answer(
+            **base,
+            text=text,
+            raw_text=raw,
+            citations=(),
+            sentences=tuple(sentences),
+            refused=True,
+            refusal_reason=reason,
+            timings=timings,
+            invalid_citations=invalid,
+        )
+
+    def _unverified(self, base: dict[str, Any], raw: str, sources: Sequence[Source], timings: dict[str, float], start: float) -> Answer:
+        """The naive way, for comparison: trust the model's citations, only drop impossible ones."""
+        by_n = {s.n: s for s in sources}
+        cited = find_citations(raw)
+        valid = [n for n in cited if n in by_n]
+        sentences = tuple(AnswerSentence(text=b, citations=tuple(n for n in c if n in by_n), supported=True) for b, c in split_answer(raw))
+        refused = not raw or all(is_refusal(s.text) for s in sentences) if sentences else True
+        citations = tuple(
+            Citation(n=n, paper_id=by_n[n].paper_id, title=by_n[n].title, sources=by_n[n].files, evidence=(), score=by_n[n].retrieval_score, prompt_n=n)
+            for n in valid
+        )
+        timings["total"] = time.perf_counter() - start
+        return Answer(
+            **base,
+            text=raw,
+            raw_text=raw,
+            citations=citations,
+            sentences=sentences,
+            refused=refused,
+            refusal_reason="the model said the sources do not answer" if refused else None,
+            timings=timings,
+            invalid_citations=len(cited) - len(valid),
+        )
+
+
+_ANSWERERS: dict[RagConfig, Answerer] = {}
+_ANSWERERS_LOCK = threading.Lock()
+
+
+def ask(
+    question: str,
+    *,
+    top_k: int | None = None,
+    index_dir: str | Path | None = None,
+    config: RagConfig | dict[str, Any] | None = None,
+) -> Answer:
+    """Answer ``question`` from the index with verified citations.
+
+    Models and the index load on the first call and are reused by later calls in this process.
+
+    Raises:
+        QuestionError: the question is empty.
+        IndexNotFoundError / IndexMismatchError / IndexCorruptError: the index cannot be used.
+        ModelError: the language model cannot be found or verified.
+    """
+    cfg = get_config(config)
+    if index_dir is not None:
+        cfg = cfg.replace(index_dir=index_dir)
+    with _ANSWERERS_LOCK:
+        answerer = _ANSWERERS.get(cfg)
+        if answerer is None:
+            answerer = _ANSWERERS[cfg] = Answerer(cfg)
+    return answerer.ask(question, top_k=top_k)

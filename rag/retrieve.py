@@ -1,0 +1,122 @@
+"""Hybrid retrieval: dense (FAISS) + BM25, fused by reciprocal rank, aggregated to papers.
+
+Each retriever ranks chunks; a paper takes the rank of its best chunk in each ranking, and
+reciprocal-rank fusion combines the paper rankings, so a paper appears once. Every returned
+paper also gets its best dense similarity to the question, the signal the refusal threshold
+uses (BM25 scores are not comparable across questions).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rag.store import RagIndex
+from rag.types import RetrievedPaper, ScoredChunk
+
+logger = logging.getLogger(__name__)
+
+
+def rrf_fuse(rankings: dict[str, Sequence[str]], k: int = 60) -> list[tuple[str, float]]:
+    """Reciprocal-rank fusion of ranked id lists: score(id) = sum over lists of 1 / (k + rank).
+
+    Ties keep the order in which ids first appear in the lists (dense first), so the result
+    is deterministic.
+    """
+    scores: dict[str, float] = {}
+    for ranking in rankings.values():
+        for rank, item in enumerate(ranking, 1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    order = {item: i for i, item in enumerate(dict.fromkeys(x for r in rankings.values() for x in r))}
+    return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))
+
+
+def papers_in_order(hits: Sequence[ScoredChunk]) -> list[str]:
+    """Paper ids in the order their best chunk appears."""
+    return list(dict.fromkeys(h.chunk.paper_id for h in hits))
+
+
+class Retriever:
+    """Dense, BM25 and hybrid search over one opened index."""
+
+    def __init__(self, index: RagIndex, *, candidates: int = 40, rrf_k: int = 60) -> None:
+        self.index = index
+        self.candidates = candidates
+        self.rrf_k = rrf_k
+        self._bm25: Any = None
+        self._lock = threading.Lock()
+
+    def _bm25_retriever(self) -> Any:
+        with self._lock:
+            if self._bm25 is None:
+                import Stemmer
+                from llama_index.retrievers.bm25 import BM25Retriever
+
+                self._bm25 = BM25Retriever.from_defaults(
+                    nodes=self.index.nodes,
+                    similarity_top_k=min(self.candidates, len(self.index.chunks)),
+                    stemmer=Stemmer.Stemmer("english"),
+                    language="english",
+                )
+        return self._bm25
+
+    def bm25_search(self, query: str) -> list[ScoredChunk]:
+        """Chunks sharing (stemmed) words with the query, best first; zero scores dropped."""
+        if not query.strip():
+            return []
+        out: list[ScoredChunk] = []
+        for hit in self._bm25_retriever().retrieve(query):
+            chunk = self.index.chunks.get(hit.node.node_id)
+            if chunk is not None and (hit.score or 0.0) > 0.0:
+                out.append(ScoredChunk(chunk=chunk, score=float(hit.score or 0.0), rank=len(out) + 1))
+        return out
+
+    def search(self, query: str, top_k: int, mode: str = "hybrid") -> list[RetrievedPaper]:
+        """The ``top_k`` best papers for ``query``, best first."""
+        if not query.strip() or top_k < 1:
+            return []
+        vector = self.index.query_vector(query)
+        rankings: dict[str, list[str]] = {}
+        dense_hits: list[ScoredChunk] = []
+        bm25_hits: list[ScoredChunk] = []
+        if mode in ("hybrid", "dense"):
+            dense_hits = self.index.dense_search(query, self.candidates, vector=vector)
+            rankings["dense"] = papers_in_order(dense_hits)
+        if mode in ("hybrid", "bm25"):
+            bm25_hits = self.bm25_search(query)
+            rankings["bm25"] = papers_in_order(bm25_hits)
+        fused = rrf_fuse(rankings, self.rrf_k)[:top_k]
+
+        dense_best = {}
+        for hit in dense_hits:
+            dense_best.setdefault(hit.chunk.paper_id, hit.score)
+        bm25_best = {}
+        for hit in bm25_hits:
+            bm25_best.setdefault(hit.chunk.paper_id, hit.score)
+        dense_rank = {pid: r for r, pid in enumerate(rankings.get("dense", []), 1)}
+        bm25_rank = {pid: r for r, pid in enumerate(rankings.get("bm25", []), 1)}
+
+        out: list[RetrievedPaper] = []
+        for paper_id, score in fused:
+            paper = self.index.papers[paper_id]
+            similarity = dense_best.get(paper_id)
+            if similarity is None:  # found by BM25 only: measure it against the stored vectors
+                ids = [c.chunk_id for c in self.index.paper_chunks(paper_id)]
+                similarity = float(np.max(self.index.chunk_vectors(ids) @ vector)) if ids else 0.0
+            out.append(
+                RetrievedPaper(
+                    paper_id=paper_id,
+                    title=paper.title,
+                    score=score,
+                    dense_score=float(similarity),
+                    bm25_score=float(bm25_best.get(paper_id, 0.0)),
+                    dense_rank=dense_rank.get(paper_id),
+                    bm25_rank=bm25_rank.get(paper_id),
+                    sources=paper.source_files,
+                )
+            )
+        return out

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import pytest
+
+from rag.evidence import CachedEmbedder
+from rag.models import HashEmbedder
+from rag.types import EvidenceSentence, Source
+from rag.verify import Verifier, is_refusal, names_in, number_contexts, numbers_in
+
+
+def source(n: int, title: str, *sentences: str) -> Source:
+    return Source(
+        n=n,
+        paper_id=f"p{n}",
+        title=title,
+        sentences=tuple(EvidenceSentence(0, len(s), s, 1.0) for s in sentences),
+        retrieval_score=1.0 / n,
+        files=(f"f{n}.txt",),
+    )
+
+
+SOURCES = [
+    source(1, "Deep Interest Network for Click-Through Rate Prediction",
+           "DIN adaptively learns the representation of user interests from historical behaviors.",
+           "Experiments on two public datasets and an Alibaba production dataset show that DIN outperforms baselines."),
+    source(2, "Data Filtering Networks",
+           "We study learning a data filtering network (DFN) to filter a large uncurated dataset.",
+           "We release a new 2 billion example dataset DFN-2B."),
+    source(3, "BM-6B: Billion-scale Image-Text Pairs",
+           "BM-6B contains over 6 billion image-text pairs collected from the web."),
+]
+
+
+@pytest.fixture
+def verifier() -> Verifier:
+    return Verifier(CachedEmbedder(HashEmbedder(dimension=256)), min_similarity=0.6, min_overlap=0.6)
+
+
+def test_supported_sentence_keeps_its_citation(verifier: Verifier) -> None:
+    v = verifier.verify("DIN learns the representation of user interests from historical behaviors [1].", SOURCES)
+    assert v.text == "DIN learns the representation of user interests from historical behaviors [1]."
+    assert v.sentences[0].supported and not v.sentences[0].repaired
+    assert v.citations[0].paper_id == "p1" and v.citations[0].prompt_n == 1
+    assert "historical behaviors" in v.citations[0].evidence[0]
+
+
+def test_wrong_citation_is_repaired(verifier: Verifier) -> None:
+    v = verifier.verify("A data filtering network filters a large uncurated dataset [1].", SOURCES)
+    s = v.sentences[0]
+    assert s.supported and s.repaired and s.citations == (1,)
+    assert v.citations[0].paper_id == "p2"  # renumbered: the only cited paper is [1]
+    assert any("the evidence is in [2]" in issue for issue in s.issues)
+
+
+def test_missing_citation_is_attached(verifier: Verifier) -> None:
+    v = verifier.verify("BM-6B contains over 6 billion image-text pairs collected from the web.", SOURCES)
+    assert v.sentences[0].citations == (1,) and v.citations[0].paper_id == "p3"
+
+
+def test_invented_number_is_unsupported(verifier: Verifier) -> None:
+    v = verifier.verify("DIN improved AUC by 0.0143 on public datasets [1].", SOURCES)
+    s = v.sentences[0]
+    assert not s.supported and s.citations == ()
+    assert v.text.endswith("[?].")
+    assert any("0.0143" in issue for issue in s.issues)
+
+
+def test_name_absent_from_evidence_is_unsupported(verifier: Verifier) -> None:
+    # The number is in [3], but WIT is not: the classic confident invention.
+    v = verifier.verify("WIT contains over 6 billion image-text pairs collected from the web [3].", SOURCES)
+    assert not v.sentences[0].supported
+    assert any("wit" in issue for issue in v.sentences[0].issues)
+
+
+def test_number_in_another_context_is_unsupported(verifier: Verifier) -> None:
+    v = verifier.verify("The data filtering network has 2 billion parameters [2].", SOURCES)
+    assert not v.sentences[0].supported
+    assert any("does not contain 2" in issue for issue in v.sentences[0].issues)
+
+
+def test_out_of_range_citation_is_dropped_and_counted(verifier: Verifier) -> None:
+    v = verifier.verify("DIN learns the representation of user interests from historical behaviors [7][1].", SOURCES)
+    assert v.invalid_citations == 1
+    assert v.sentences[0].citations == (1,)
+    assert all(c.prompt_n in (1, 2, 3) for c in v.citations)
+
+
+def test_renumbering_follows_first_use(verifier: Verifier) -> None:
+    raw = ("BM-6B contains over 6 billion image-text pairs collected from the web [3]. "
+           "DIN learns the representation of user interests from historical behaviors [1].")
+    v = verifier.verify(raw, SOURCES)
+    assert [c.n for c in v.citations] == [1, 2]
+    assert [c.paper_id for c in v.citations] == ["p3", "p1"]
+    assert v.text.count("[1]") == 1 and v.text.count("[2]") == 1
+
+
+def test_strict_drops_unsupported_sentences(verifier: Verifier) -> None:
+    raw = "DIN learns the representation of user interests from historical behaviors [1]. DIN was invented on Mars in 1850 [1]."
+    loose = verifier.verify(raw, SOURCES)
+    strict = verifier.verify(raw, SOURCES, strict=True)
+    assert [s.supported for s in loose.sentences] == [True, False]
+    assert len(strict.sentences) == 1 and "Mars" not in strict.text
+    assert strict.dropped and "Mars" in strict.dropped[0]
+
+
+def test_claim_spanning_two_cited_sources(verifier: Verifier) -> None:
+    raw = "DIN learns user interests from historical behaviors while DFN-2B has 2 billion examples [1][2]."
+    v = verifier.verify(raw, SOURCES)
+    assert v.sentences[0].supported and v.sentences[0].citations == (1, 2)
+
+
+def test_refusal_sentence_is_recognised(verifier: Verifier) -> None:
+    v = verifier.verify("The sources do not answer this question.", SOURCES)
+    assert v.said_cannot_answer and v.sentences == ()
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    ["The sources do not answer this question.", "The provided sources don't mention the GPU.",
+     "This is not mentioned in the abstracts.", "I cannot answer that."],
+)
+def test_refusal_wordings(sentence: str) -> None:
+    assert is_refusal(sentence)
+
+
+def test_claims_are_not_refusals() -> None:
+    assert not is_refusal("DIN outperforms baselines on two public datasets.")
+
+
+def test_extractors() -> None:
+    assert numbers_in("1,000 images, up to 15% and 0.0143 AUC, 3x faster") == {1000.0, 15.0, 0.0143, 3.0}
+    assert names_in("WIT has 6 billion pairs for CLIP, ResNet-50 and Google.") == {"wit", "clip", "resnet50", "google"}
+    assert names_in("The method works well.") == set()
+    assert number_contexts("It has 2 billion parameters.") == {2.0: {"paramet"}}
