@@ -5,11 +5,13 @@ BIN    := $(VENV)/bin
 # Keep pip's cache (default location) so compiled wheels are built once per machine.
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: run test test-fast build install install-test clean
+.PHONY: run test test-fast build bench-answering install install-test clean
+
+QUESTION ?= How much do Equivariant Transformers improve the error rate of ResNet classifiers?
 
 run: install
 	$(BIN)/rag build
-	$(BIN)/rag search "How can a network be made equivariant to transformations of its input?"
+	$(BIN)/rag ask "$(QUESTION)"
 
 test: install-test
 	$(BIN)/python -m pytest
@@ -19,6 +21,11 @@ test-fast: install-test
 
 build: install
 	$(BIN)/rag build
+
+# Answer speed and citation quality of the product against the naive pipeline (~10 min).
+bench-answering: install
+	$(BIN)/rag build
+	$(BIN)/python -m bench.answering
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
