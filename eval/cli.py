@@ -1,0 +1,138 @@
+"""``rag eval``: run configurations over the gold set and write a report."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import os
+import platform
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from eval.gold import DEFAULT_GOLD, load_gold
+from eval.report import ANSWER_METRICS, LATENCY_METRICS, RETRIEVAL_METRICS, fmt, summarize, summarize_by_type, write_report
+from eval.runner import BUILTIN_CONFIGS, resolve_configs, run_config
+from rag.cli import add_index_argument
+from rag.config import RagConfig, get_config
+from rag.llm import KNOWN_MODELS, Generator
+from rag.models import Embedder, load_embedder
+from rag.store import open_index
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("eval", help="score configurations against a gold QA set and write a report")
+    p.add_argument("--gold", type=Path, default=DEFAULT_GOLD, help="gold JSONL file (default: the bundled gold set)")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=None,
+        help=f"a built-in configuration ({', '.join(BUILTIN_CONFIGS)}) or a JSON file; repeatable (default: default and naive)",
+    )
+    p.add_argument("--out", type=Path, default=None, help="output directory (default: eval/reports/<date>)")
+    p.add_argument("--retrieval-only", action="store_true", help="retrieval metrics only, no language model (seconds)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    add_index_argument(p)
+    p.set_defaults(func=run)
+
+
+def machine() -> str:
+    mem = ""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        mem = f", {pages / 2**30:.0f} GiB"
+    except (ValueError, OSError, AttributeError):
+        pass
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}"
+
+
+def model_hash(model: str) -> str:
+    if model in KNOWN_MODELS:
+        return KNOWN_MODELS[model].sha256
+    path = Path(model)
+    if path.is_file():
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            while block := fh.read(1 << 22):
+                h.update(block)
+        return h.hexdigest()
+    return "unknown"
+
+
+def evaluate(
+    gold: Path,
+    config_specs: Sequence[str],
+    out_dir: Path,
+    *,
+    base: RagConfig,
+    retrieval_only: bool = False,
+    limit: int | None = None,
+    embedder: Embedder | None = None,
+    generator_for: Callable[[RagConfig], Generator] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run every configuration and write the report; returns the report's data."""
+    configs = resolve_configs(config_specs)
+    index = open_index(base.index_dir, embedder or load_embedder(base.embed_model, batch_size=base.embed_batch_size))
+    items = load_gold(gold, index.papers)[:limit]
+    runs: dict[str, dict[str, Any]] = {}
+    records: dict[str, list[dict[str, Any]]] = {}
+    for config in configs:
+        result = run_config(
+            config, items, base=base, index=index, out_dir=out_dir, retrieval_only=retrieval_only,
+            generator_for=generator_for, progress=progress,
+        )
+        records[config.name] = result.records
+        runs[config.name] = {
+            "description": config.description,
+            "overrides": config.overrides,
+            "config": result.rag_config.to_dict(),
+            # The model that answered (a test may swap in a fake), and the file it was checked against.
+            "model": next((r["model"] for r in result.records if r.get("model")), None),
+            "model_sha256": model_hash(result.rag_config.model) if not retrieval_only else None,
+            "cache_key": result.key,
+            "computed": result.computed,
+            "cached": result.cached,
+            "overall": summarize(result.records),
+            "by_type": summarize_by_type(result.records),
+        }
+    gold_bytes = Path(gold).read_bytes()
+    meta = {
+        "date": date.today().isoformat(),
+        "gold": str(gold),
+        "gold_sha256": hashlib.sha256(gold_bytes).hexdigest(),
+        "questions": len(items),
+        "types": ", ".join(f"{n} {t}" for t, n in sorted(collections.Counter(i.type for i in items).items())),
+        "papers": len(index.papers),
+        "corpus_hash": str(index.manifest.get("corpus_hash", "")),
+        "embedding": index.manifest.get("embedding"),
+        "retrieval_only": retrieval_only,
+        "machine": machine(),
+    }
+    paths = write_report(out_dir, runs, meta, records)
+    return {"meta": meta, "runs": runs, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def summary_table(runs: dict[str, dict[str, Any]]) -> str:
+    names = list(runs)
+    lines = ["metric".ljust(40) + "".join(n[:14].rjust(15) for n in names)]
+    for key, label, _ in RETRIEVAL_METRICS + ANSWER_METRICS + LATENCY_METRICS:
+        values = [runs[n]["overall"].get(key) for n in names]
+        if all(v is None for v in values):
+            continue
+        lines.append(label[:39].ljust(40) + "".join(fmt(v).rjust(15) for v in values))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {"index_dir": args.index} if args.index else {}
+    base = get_config(overrides)
+    out = args.out or Path("eval") / "reports" / date.today().isoformat()
+    result = evaluate(args.gold, args.config or ["default", "naive"], out, base=base, retrieval_only=args.retrieval_only, limit=args.limit)
+    print(summary_table(result["runs"]))
+    for name, run_ in result["runs"].items():
+        print(f"{name}: {run_['computed']} computed, {run_['cached']} from cache")
+    print(f"report: {result['paths']['report.md']}")
+    return 0

@@ -1,0 +1,205 @@
+"""Run configurations over a gold set, question by question, with a resumable cache.
+
+Each configuration is a name plus ``RagConfig`` overrides. Results are cached per question
+under ``<out>/cache/<config>-<hash>/``, so an interrupted run resumes where it stopped and a
+finished question is never recomputed (the hash covers the settings, model and corpus).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from eval.gold import GoldItem
+from eval.metrics import answer_f1, must_include
+from rag.answer import Answerer
+from rag.citations import split_answer
+from rag.config import RagConfig
+from rag.errors import ConfigError
+from rag.llm import Generator
+from rag.retrieve import Retriever
+from rag.store import RagIndex
+from rag.types import Answer
+from rag.verify import Verifier
+
+logger = logging.getLogger(__name__)
+
+RETRIEVAL_DEPTH = 10
+
+BUILTIN_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "default": ("the product: hybrid retrieval, evidence sentences, verified citations", {}),
+    "naive": (
+        "a plain pipeline: top-4 whole abstracts, the model's citations trusted, no refusal threshold",
+        {"select_evidence": False, "verify": False, "min_relevance": -1.0},
+    ),
+    "dense-only": ("dense retrieval only", {"retrieval_mode": "dense"}),
+    "bm25-only": ("BM25 retrieval only", {"retrieval_mode": "bm25"}),
+    "qwen-0.5b": ("the faster 0.5B model", {"model": "qwen2.5-coder-0.5b"}),
+}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    name: str
+    description: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_configs(specs: Sequence[str]) -> list[EvalConfig]:
+    """Built-in names, or JSON files ``{"name": ..., "description": ..., "config": {...}}``."""
+    out = []
+    for spec in specs:
+        if spec in BUILTIN_CONFIGS:
+            desc, overrides = BUILTIN_CONFIGS[spec]
+            out.append(EvalConfig(spec, desc, dict(overrides)))
+            continue
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigError(f"unknown eval config {spec!r}: use one of {', '.join(BUILTIN_CONFIGS)} or a JSON file")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("config", {}), dict):
+            raise ConfigError(f"{path}: expected an object with a 'config' object")
+        out.append(EvalConfig(str(data.get("name") or path.stem), str(data.get("description", "")), dict(data.get("config", {}))))
+    names = [c.name for c in out]
+    if len(names) != len(set(names)):
+        raise ConfigError(f"eval config names must be distinct: {names}")
+    return out
+
+
+def config_key(cfg: RagConfig, corpus_hash: str) -> str:
+    """Short hash of everything that changes an answer (not where files are)."""
+    data = {k: v for k, v in cfg.to_dict().items() if k not in ("index_dir", "corpus", "progress")}
+    data["corpus_hash"] = corpus_hash
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cited_support(answer: Answer, verifier: Verifier, *, verified: bool) -> tuple[int, int]:
+    """(sentences backed by their own citations, sentences) of what the user is shown.
+
+    Verified answers carry the verifier's verdicts. For unverified ones the raw text is checked
+    after the fact: a sentence counts only if a source it cites supports it.
+    """
+    if answer.refused:
+        return 0, 0
+    if verified:
+        return sum(s.supported and bool(s.citations) for s in answer.sentences), len(answer.sentences)
+    by_n = {s.n: s for s in answer.sources}
+    supported = total = 0
+    for body, cited in split_answer(answer.raw_text):
+        total += 1
+        vector = verifier.embedder.embed([body])[0]
+        if any(n in by_n and verifier.check(body, vector, [by_n[n]]).supported for n in cited):
+            supported += 1
+    return supported, total
+
+
+def question_record(
+    item: GoldItem, ranking: list[str], retrieval_s: float, answer: Answer | None, verifier: Verifier | None, *, verified: bool = True
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        **item.to_dict(),
+        "answerable": item.answerable,
+        "ranking": ranking,
+        "retrieval_s": retrieval_s,
+    }
+    if answer is None:
+        return record
+    prompt_ids = {s.paper_id for s in answer.sources}
+    cited = [c.paper_id for c in answer.citations]
+    supported, sentences = cited_support(answer, verifier, verified=verified) if verifier else (0, 0)
+    record.update(
+        {
+            "refused": answer.refused,
+            "refusal_reason": answer.refusal_reason,
+            "text": answer.text,
+            "raw_text": answer.raw_text,
+            "cited_ids": cited,
+            "citations_outside_prompt": answer.invalid_citations + sum(pid not in prompt_ids for pid in cited),
+            "sentences": sentences,
+            "sentences_supported": supported,
+            "must_include_ok": must_include(answer.text, item.must_include) and not answer.refused if item.must_include and item.answerable else None,
+            "f1": answer_f1(answer.text, item.answer, answer.refused, item.answerable),
+            "prompt_tokens": answer.prompt_tokens,
+            "completion_tokens": answer.completion_tokens,
+            "first_token_s": answer.timings.get("first_token"),
+            "total_s": answer.timings.get("total"),
+            "tokens_per_s": answer.timings.get("tokens_per_s"),
+            "model": answer.model,
+        }
+    )
+    return record
+
+
+@dataclass
+class ConfigRun:
+    config: EvalConfig
+    rag_config: RagConfig
+    key: str
+    records: list[dict[str, Any]]
+    computed: int
+    cached: int
+
+
+def run_config(
+    config: EvalConfig,
+    items: Sequence[GoldItem],
+    *,
+    base: RagConfig,
+    index: RagIndex,
+    out_dir: Path,
+    retrieval_only: bool = False,
+    generator_for: Callable[[RagConfig], Generator] | None = None,
+    progress: bool = True,
+) -> ConfigRun:
+    """Run one configuration over the gold items, reusing cached per-question results."""
+    cfg = base.replace(**config.overrides)
+    key = config_key(cfg, str(index.manifest.get("corpus_hash", "")))
+    cache = out_dir / "cache" / f"{config.name}-{key}{'-retrieval' if retrieval_only else ''}"
+    cache.mkdir(parents=True, exist_ok=True)
+    retriever = Retriever(index, candidates=cfg.candidates, rrf_k=cfg.rrf_k)
+    retriever.search("warm-up", 1, cfg.retrieval_mode)  # builds BM25 outside the timings
+    answerer: Answerer | None = None
+    verifier: Verifier | None = None
+    records: list[dict[str, Any]] = []
+    computed = cached = 0
+    bar = tqdm(items, desc=config.name, unit="q", disable=not (progress and sys.stderr.isatty()))
+    for item in bar:
+        path = cache / f"{hashlib.sha1(item.id.encode()).hexdigest()[:16]}.json"
+        if path.is_file():
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                if record.get("question") == item.question and record.get("id") == item.id:
+                    records.append(record)
+                    cached += 1
+                    continue
+            except (OSError, json.JSONDecodeError):
+                logger.warning("ignoring unreadable cache entry %s", path)
+        t = time.perf_counter()
+        ranking = [p.paper_id for p in retriever.search(item.question, RETRIEVAL_DEPTH, cfg.retrieval_mode)]
+        retrieval_s = time.perf_counter() - t
+        answer = None
+        if not retrieval_only:
+            if answerer is None:
+                generator = generator_for(cfg) if generator_for else None
+                answerer = Answerer(cfg, index=index, generator=generator)
+                verifier = Verifier(answerer.sentence_embedder, min_similarity=cfg.support_min_similarity, min_overlap=cfg.support_min_overlap)
+            answer = answerer.ask(item.question)
+        record = question_record(item, ranking, retrieval_s, answer, verifier, verified=cfg.verify)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(path)  # a question is cached whole or not at all
+        records.append(record)
+        computed += 1
+    return ConfigRun(config, cfg, key, records, computed, cached)

@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from eval import metrics as m
+from eval.cli import evaluate, summary_table
+from eval.gold import GoldError, load_gold
+from rag.config import get_config
+from rag.llm import FakeGenerator, Message
+from rag.text import paper_id_for
+
+ECHO_ID = paper_id_for("Echo Chambers in Recommender Systems: A Simulation Study")
+
+
+# -- metrics on hand-computed cases ---------------------------------------------------------------
+def test_retrieval_metrics_by_hand() -> None:
+    ranking, gold = ["a", "b", "c", "d"], {"b", "d", "z"}
+    assert m.hit_at_1(ranking, gold) == 0.0 and m.hit_at_1(["b"], gold) == 1.0
+    assert m.recall_at_k(ranking, gold, 1) == 0.0
+    assert m.recall_at_k(ranking, gold, 3) == pytest.approx(1 / 3)
+    assert m.recall_at_k(ranking, gold, 10) == pytest.approx(2 / 3)
+    assert m.reciprocal_rank(ranking, gold) == 0.5 and m.reciprocal_rank(["x"], gold) == 0.0
+    dcg = 1 / math.log2(3) + 1 / math.log2(5)
+    idcg = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert m.ndcg_at_k(ranking, gold, 10) == pytest.approx(dcg / idcg)
+    assert m.ndcg_at_k(["b", "d", "z"], gold, 10) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        m.recall_at_k(ranking, set(), 5)
+
+
+def test_answer_metrics_by_hand() -> None:
+    assert m.token_f1("The cat sat [1].", "a cat sat down") == pytest.approx(2 * (2 / 2) * (2 / 3) / (1 + 2 / 3))
+    assert m.token_f1("", "") == 1.0 and m.token_f1("x", "") == 0.0
+    assert m.must_include("It has 67,760  frames [1].", ["67,760 frames"])
+    assert not m.must_include("It has 67760 frames.", ["67,760"])
+    assert m.answer_f1("anything", "", refused=True, answerable=False) == 1.0
+    assert m.answer_f1("anything", "", refused=False, answerable=False) == 0.0
+    assert m.answer_f1("cat sat", "cat sat", refused=True, answerable=True) == 0.0
+
+
+def test_citation_and_refusal_metrics_by_hand() -> None:
+    assert m.citation_precision(["a", "b", "a"], {"a"}) == 0.5
+    assert m.citation_precision([], {"a"}) is None
+    assert m.citation_recall(["a"], {"a", "b"}) == 0.5
+    scores = m.refusal_scores([True, True, False, False, True], [False, True, False, True, False])
+    # positives (unanswerable): q1, q3, q5; refused: q1, q2, q5 -> tp 2, fp 1, fn 1
+    assert scores["refusal_precision"] == pytest.approx(2 / 3)
+    assert scores["refusal_recall"] == pytest.approx(2 / 3)
+    assert scores["refusal_f1"] == pytest.approx(2 / 3)
+    assert scores["false_refusal_rate"] == pytest.approx(1 / 2)
+
+
+def test_aggregates() -> None:
+    assert m.percentile([1, 2, 3, 4, 5], 90) == pytest.approx(4.6)
+    assert m.percentile([], 50) is None and m.median([None, 3.0, 1.0]) == 2.0
+    assert m.mean([None, 1.0, 0.0]) == 0.5
+
+
+# -- gold loader -------------------------------------------------------------------------------------
+def write(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "gold.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_gold_loads_titles_and_ids(fake_index, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    text = (data_dir / "gold_small.jsonl").read_text().replace("echo-chambers-in-recommender-systems-a-simulat-ID", ECHO_ID)
+    items = load_gold(write(Path(fake_index.index_dir).parent, text), fake_index.papers)
+    assert [i.id for i in items] == ["owl-num", "lattice", "echo", "mars"]
+    assert items[2].gold_ids == (ECHO_ID,) and not items[3].answerable and items[0].line == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"id": "a", "question": "q", "gold_titles": ["No Such Paper"]}', "gold.jsonl:2: gold title(s) match no paper"),
+        ('{"id": "a", "question": "q", "gold_paper_ids": ["nope-1234"]}', "gold.jsonl:2: gold paper id(s) not in the index: nope-1234"),
+        ('{"id": "a", "question": ""}', "gold.jsonl:2: field 'question' is missing or empty"),
+        ('{"id": "a", "question": "q", "must_include": "12"}', "gold.jsonl:2: field 'must_include' must be a list"),
+        ('{"id": "ok", "question": "dup"}', "gold.jsonl:2: duplicate id 'ok'"),
+        ('{"id": "a", "question": "q",', "gold.jsonl:2: not valid JSON"),
+    ],
+)
+def test_gold_errors_name_the_line(fake_index, tmp_path: Path, line: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    path = write(tmp_path, '{"id": "ok", "question": "fine", "gold_titles": []}', line)
+    with pytest.raises(GoldError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_gold(path, fake_index.papers)
+
+
+def test_bundled_gold_set_matches_the_corpus() -> None:
+    from index_build.corpus import read_corpus
+    from rag.config import BUNDLED_CORPUS
+
+    papers, _ = read_corpus([BUNDLED_CORPUS])
+    items = load_gold(Path(__file__).parents[1] / "eval" / "data" / "gold.jsonl", {p.paper_id: p for p in papers})
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.type] = counts.get(item.type, 0) + 1
+    assert len(items) >= 40
+    assert counts["fact"] >= 8 and counts["number"] >= 8 and counts["paraphrase"] >= 8
+    assert counts["multi"] >= 5 and counts["unanswerable"] >= 8
+    assert all(len(i.gold_ids) >= 2 for i in items if i.type == "multi")
+    by_id = {p.paper_id: p for p in papers}
+    for item in items:  # every must-include string is written in a gold abstract
+        text = " ".join(by_id[g].title + " " + by_id[g].abstract for g in item.gold_ids).lower()
+        assert all(s.lower() in text for s in item.must_include), item.id
+
+
+# -- full runs with a fake model -----------------------------------------------------------------------
+FACTS = {
+    "OwlSet": "OwlSet has 12,000 thermal images of animals at night [1].",
+    "lunar lattice": "A graph network trained on 5,000 synthetic proteins predicts contact maps with 88% precision [1].",
+    "echo chambers": "Diversity-aware re-ranking halves the size of echo chambers [1].",
+    "mercury": "Mercury boils at 357 degrees on Mars [2].",
+}
+
+
+def fake_reply(messages: Sequence[Message]) -> str:
+    question = messages[-1]["content"].split("Question:")[-1]
+    return next((v for k, v in FACTS.items() if k.lower() in question.lower()), "I do not know.")
+
+
+@pytest.fixture
+def gold_file(fake_index, data_dir: Path, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+    path = tmp_path / "gold_small.jsonl"
+    path.write_text((data_dir / "gold_small.jsonl").read_text().replace("echo-chambers-in-recommender-systems-a-simulat-ID", ECHO_ID))
+    return path
+
+
+def run_eval(fake_index, gold_file: Path, out: Path, configs: list[str], generator: FakeGenerator, **kw):  # type: ignore[no-untyped-def]
+    base = get_config({"index_dir": fake_index.index_dir, "min_relevance": 0.05, "top_k": 3})
+    return evaluate(gold_file, configs, out, base=base, embedder=fake_index.embedder, generator_for=lambda cfg: generator, progress=False, **kw)
+
+
+def test_full_eval_writes_every_report_file(fake_index, gold_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "report"
+    result = run_eval(fake_index, gold_file, out, ["default", "naive"], FakeGenerator(fake_reply))
+    for name in ("report.md", "report.json", "answers.jsonl", "metrics.png", "latency.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    default = result["runs"]["default"]["overall"]
+    assert default["recall@5"] == 1.0 and default["must_include"] == 1.0
+    assert default["citation_precision"] == 1.0 and default["citations_outside_prompt"] == 0
+    naive = result["runs"]["naive"]["overall"]
+    # The invented Mars answer is refused by the product (unsupported number) but not by naive.
+    assert default["refusal_recall"] == 1.0 and naive["refusal_recall"] == 0.0
+    report = (out / "report.md").read_text()
+    assert "The product against the naive pipeline" in report and "### default" in report
+    data = json.loads((out / "report.json").read_text())
+    assert data["meta"]["corpus_hash"] == fake_index.manifest["corpus_hash"] and data["meta"]["gold_sha256"]
+    assert len((out / "answers.jsonl").read_text().splitlines()) == 8
+    assert "recall@5" in summary_table(result["runs"])
+
+
+def test_retrieval_only_needs_no_model(fake_index, gold_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    gen = FakeGenerator("unused")
+    result = run_eval(fake_index, gold_file, tmp_path / "r", ["dense-only", "bm25-only"], gen, retrieval_only=True)
+    assert gen.calls == []
+    assert result["runs"]["dense-only"]["overall"]["hit@1"] == 1.0
+    assert "must_include" not in result["runs"]["bm25-only"]["overall"]
+
+
+class Interrupting(FakeGenerator):
+    def __init__(self, after: int) -> None:
+        super().__init__(fake_reply)
+        self.after = after
+
+    def stream(self, messages, *, max_tokens):  # type: ignore[no-untyped-def]
+        if len(self.calls) >= self.after:
+            raise KeyboardInterrupt("simulated Ctrl-C")
+        yield from super().stream(messages, max_tokens=max_tokens)
+
+
+def test_resume_does_not_recompute_finished_questions(fake_index, gold_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "resume"
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(fake_index, gold_file, out, ["default"], Interrupting(after=2))
+    second = FakeGenerator(fake_reply)
+    result = run_eval(fake_index, gold_file, out, ["default"], second)
+    run = result["runs"]["default"]
+    assert run["cached"] == 2 and run["computed"] == 2
+    asked = [call[-1]["content"].split("Question:")[-1] for call in second.calls]
+    assert asked and not any("OwlSet" in q or "lunar lattice" in q for q in asked)  # finished ones not asked again
+    assert run["overall"]["questions"] == 4
