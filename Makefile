@@ -5,15 +5,21 @@ BIN    := $(VENV)/bin
 # Keep pip's cache (default location) so compiled wheels are built once per machine.
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: run test test-fast build bench-answering install install-test clean
+.PHONY: run ask test test-fast build eval bench-answering browser install install-test clean
 
 QUESTION ?= How much do Equivariant Transformers improve the error rate of ResNet classifiers?
 
+# Build the index if it is missing or stale, then open the chat at http://127.0.0.1:7860
 run: install
+	$(BIN)/rag build
+	$(BIN)/rag ui
+
+# One question in the terminal instead of the chat app.
+ask: install
 	$(BIN)/rag build
 	$(BIN)/rag ask "$(QUESTION)"
 
-test: install-test
+test: install-test browser
 	$(BIN)/python -m pytest
 
 test-fast: install-test
@@ -21,6 +27,18 @@ test-fast: install-test
 
 build: install
 	$(BIN)/rag build
+
+# The gold-set evaluation of the product against the naive pipeline (~45 min on 2 cores).
+eval: install
+	$(BIN)/rag build
+	$(BIN)/rag eval --config default --config naive
+
+# Debian's Chromium for the browser tests (Playwright cannot download browsers here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	  || echo "warning: could not install chromium (not root?); the browser tests will be skipped"; }
 
 # Answer speed and citation quality of the product against the naive pipeline (~10 min).
 bench-answering: install

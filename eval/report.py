@@ -34,6 +34,7 @@ ANSWER_METRICS = [
 LATENCY_METRICS = [
     ("retrieval_p50_ms", "retrieval p50 (ms)", False),
     ("retrieval_p90_ms", "retrieval p90 (ms)", False),
+    ("evidence_p50_s", "first evidence p50 (s)", False),
     ("first_token_p50_s", "first token p50 (s)", False),
     ("first_token_p90_s", "first token p90 (s)", False),
     ("total_p50_s", "total p50 (s)", False),
@@ -72,6 +73,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out["citations_outside_prompt"] = sum(r["citations_outside_prompt"] for r in answered)
     out.update(m.refusal_scores([r["refused"] for r in answered], [r["answerable"] for r in answered]))
     asked = [r for r in answered if r.get("prompt_tokens")]
+    out["evidence_p50_s"] = m.median(r.get("evidence_s") for r in asked)
     out["first_token_p50_s"] = m.median(r["first_token_s"] for r in asked)
     out["first_token_p90_s"] = m.percentile((r["first_token_s"] for r in asked), 90)
     out["total_p50_s"] = m.median(r["total_s"] for r in answered)

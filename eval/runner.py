@@ -133,6 +133,7 @@ def question_record(
             "f1": answer_f1(answer.text, item.answer, answer.refused, item.answerable),
             "prompt_tokens": answer.prompt_tokens,
             "completion_tokens": answer.completion_tokens,
+            "evidence_s": answer.timings.get("to_evidence"),
             "first_token_s": answer.timings.get("first_token"),
             "total_s": answer.timings.get("total"),
             "tokens_per_s": answer.timings.get("tokens_per_s"),

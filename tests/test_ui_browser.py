@@ -1,0 +1,164 @@
+"""The chat app in a real browser: Playwright drives Debian's Chromium against a local server."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rag.answer import Answerer
+from rag.llm import FakeGenerator, Message
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it)")
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+                "--no-first-run", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SlowFake(FakeGenerator):
+    """Streams word by word with a small delay, so a browser can see the text arrive."""
+
+    def stream(self, messages: Sequence[Message], *, max_tokens: int):  # type: ignore[no-untyped-def]
+        for piece in super().stream(messages, max_tokens=max_tokens):
+            time.sleep(0.05)
+            yield piece
+
+
+def reply(messages: Sequence[Message]) -> str:
+    q = messages[-1]["content"].split("Question:")[-1]
+    if "hostile" in q.lower():
+        return "The sources do not answer this question."
+    return "OwlSet has 12,000 thermal images of animals at night [1]."
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        yield b
+        b.close()
+
+
+def serve(app: Any) -> tuple[str, Any]:
+    from ui.app import CSS
+
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False, css=CSS, quiet=True)
+    return f"http://127.0.0.1:{port}/", app
+
+
+@pytest.fixture
+def fake_app(small_corpus: Path, tmp_path: Path, fake_embedder, data_dir: Path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    from index_build.build import build_index
+    from rag.config import get_config
+    from rag.store import open_index
+    from ui.app import build_app
+
+    shutil.copy(data_dir / "listing_hostile.txt", small_corpus)
+    cfg = get_config({"index_dir": tmp_path / "index", "corpus": [small_corpus], "progress": False, "min_relevance": 0.05, "top_k": 3})
+    build_index(cfg, embedder=fake_embedder)
+    answerer = Answerer(cfg, index=open_index(cfg.index_dir, fake_embedder), generator=SlowFake(reply))
+    url, app = serve(build_app(cfg, lambda model: answerer, models=["fake"]))
+    yield url
+    app.close()
+
+
+def ask(page: Any, question: str) -> None:
+    box = page.locator("#question textarea")
+    box.fill(question)
+    box.press("Enter")
+
+
+def with_screenshot(page: Any, tmp_path: Path, fn: Any) -> None:
+    try:
+        fn()
+    except Exception:
+        page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+        raise
+
+
+def test_chat_streams_with_evidence_and_citations(browser, fake_app: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page()
+    page.goto(fake_app)
+
+    def check() -> None:
+        ask(page, "How many thermal images of animals at night are in OwlSet?")
+        page.wait_for_selector("#evidence .ev-card", timeout=20_000)
+        assert "Tiny Owls" in page.locator("#evidence").inner_text()
+        page.wait_for_function("document.querySelector('#chat').innerText.includes('▍')", timeout=20_000)
+        page.wait_for_function("document.querySelector('#chat').innerText.includes('References')", timeout=30_000)
+        chat = page.locator("#chat").inner_text()
+        assert "OwlSet has 12,000 thermal images" in chat and "Tiny Owls" in chat
+        assert page.locator("#chat a[href='#ref-1']").count() >= 1
+        assert page.locator("#evidence .ev-is-cited").count() == 1
+        assert "cited as [1]" in page.locator("#evidence").inner_text()
+        assert "sentences verified" in page.locator("#status").inner_text()
+        page.locator("#settings").get_by_role("button").first.click()
+        page.wait_for_selector("#topk", state="visible", timeout=5_000)
+        assert page.locator("#mode").is_visible() and page.locator("#strict").is_visible()
+        page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+
+    with_screenshot(page, tmp_path, check)
+
+
+def test_hostile_abstract_renders_as_text(browser, fake_app: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page()
+    page.goto(fake_app)
+
+    def check() -> None:
+        ask(page, "What do hostile thermal owls papers claim?")
+        page.wait_for_function("document.querySelector('#chat').innerText.includes('does not answer')", timeout=30_000)
+        evidence = page.locator("#evidence")
+        text = evidence.inner_text()
+        assert "<script>window.__pwned = 1</script>" in text  # shown literally
+        assert "[click me](http://evil.example)" in text
+        assert evidence.locator("script, img").count() == 0
+        assert page.locator("#chat script, #chat img[src='x']").count() == 0
+        assert page.evaluate("window.__pwned === undefined")
+        assert page.locator("a[href='http://evil.example']").count() == 0
+
+    with_screenshot(page, tmp_path, check)
+
+
+@pytest.mark.slow
+def test_real_model_in_the_browser(browser, real_index, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from rag.config import get_config
+    from ui.app import build_app
+
+    cfg = get_config({"index_dir": real_index.index_dir})
+    answerer = Answerer(cfg, index=real_index)
+    answerer.generator.count_tokens([{"role": "user", "content": "warm-up"}])  # load the model before timing
+    url, app = serve(build_app(cfg, lambda model: answerer))
+    page = browser.new_page()
+    try:
+        page.goto(url)
+
+        def check() -> None:
+            start = time.perf_counter()
+            ask(page, "How many frames does the 8-Calves dataset contain?")
+            page.wait_for_selector("#evidence .ev-card", timeout=60_000)
+            evidence_s = time.perf_counter() - start
+            page.wait_for_function("document.querySelector('#chat').innerText.includes('▍')", timeout=120_000)
+            first_token_s = time.perf_counter() - start
+            page.wait_for_function("document.querySelector('#chat').innerText.includes('References')", timeout=180_000)
+            chat = page.locator("#chat").inner_text()
+            assert "67,760" in chat and "8-Calves Image dataset" in chat
+            (tmp_path / "timings.txt").write_text(f"evidence {evidence_s:.2f} s, first token {first_token_s:.2f} s\n")
+            page.screenshot(path=str(tmp_path / "real.png"), full_page=True)
+
+        with_screenshot(page, tmp_path, check)
+    finally:
+        app.close()

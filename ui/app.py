@@ -1,0 +1,173 @@
+"""The Gradio chat app: streaming answers, an evidence panel, settings.
+
+The evidence panel fills as soon as retrieval is done, before the model starts; the answer
+then streams in, and is replaced by the verified version (citations checked and renumbered,
+unsupported sentences marked) when the model finishes. Generation is one request at a time
+(2 CPU cores); other requests wait in Gradio's queue, which shows each user their position.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gradio as gr
+
+from rag.answer import AnswerEvent, Answerer, EvidenceEvent, QuestionError, TokenEvent
+from rag.config import RETRIEVAL_MODES, RagConfig
+from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, ModelError, RagError
+from rag.llm import KNOWN_MODELS
+from rag.types import Answer
+from ui.format import answer_markdown, escape_md, evidence_html, plain_text, status_line, streaming_markdown
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES = [
+    "How much do Equivariant Transformers improve the error rate of ResNet classifiers?",
+    "How many frames does the 8-Calves dataset contain?",
+    "Which papers use Siamese neural networks, and for which tasks?",
+    "What is Matryoshka Representation Learning?",
+]
+
+CSS = """
+.ev-panel { display: flex; flex-direction: column; gap: 8px; }
+.ev-card { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px 10px; }
+.ev-card.ev-is-cited { border-color: #2f7d32; box-shadow: 0 0 0 1px #2f7d32 inset; }
+.ev-head { display: flex; gap: 8px; align-items: center; font-size: 0.85em; }
+.ev-label { font-weight: 600; }
+.ev-cited { background: #2f7d32; color: white; border-radius: 4px; padding: 0 6px; }
+.ev-score { margin-left: auto; opacity: 0.7; }
+.ev-title { font-weight: 600; margin: 4px 0 2px; }
+.ev-files { font-size: 0.75em; opacity: 0.6; }
+.ev-sents { margin: 6px 0 0 16px; font-size: 0.9em; }
+.ev-sent.ev-backs { background: rgba(47, 125, 50, 0.18); border-radius: 3px; }
+.ev-empty { opacity: 0.7; font-style: italic; }
+"""
+
+AnswererFactory = Callable[[str], Answerer]
+
+
+def friendly_error(exc: Exception) -> str:
+    """What the user sees instead of a stack trace."""
+    if isinstance(exc, QuestionError):
+        return f"⚠️ {escape_md(str(exc))}"
+    if isinstance(exc, IndexNotFoundError):
+        return "⚠️ There is no index yet. Build it with `rag build` (or `make run`), then ask again."
+    if isinstance(exc, (IndexMismatchError, IndexCorruptError)):
+        return f"⚠️ The index cannot be used: {escape_md(str(exc))}"
+    if isinstance(exc, ModelError):
+        return f"⚠️ The language model is not available: {escape_md(str(exc))}. `rag models` lists the models and their status."
+    if isinstance(exc, RagError):
+        return f"⚠️ {escape_md(str(exc))}"
+    return "⚠️ Something went wrong while answering. The details are in the server log."
+
+
+def default_factory(config: RagConfig) -> AnswererFactory:
+    """Answerers per model, sharing one index and embedder."""
+    cache: dict[str, Answerer] = {}
+    lock = threading.Lock()
+
+    def get(model: str) -> Answerer:
+        with lock:
+            if model not in cache:
+                first = next(iter(cache.values()), None)
+                if first is None:
+                    cache[model] = Answerer(config.replace(model=model))
+                else:
+                    cache[model] = Answerer(config.replace(model=model), index=first.index, embedder=first.embedder)
+            return cache[model]
+
+    return get
+
+
+def respond(
+    factory: AnswererFactory,
+    message: str,
+    chat: list[dict[str, Any]],
+    history: list[Answer],
+    top_k: int,
+    mode: str,
+    strict: bool,
+    model: str,
+) -> Iterator[tuple[Any, ...]]:
+    """The streaming handler: yields (chat, evidence, status, copy text, history, textbox)."""
+    def snap() -> list[dict[str, Any]]:  # each yield gets its own copy of the messages
+        return [dict(m) for m in chat]
+
+    chat = list(chat or [])
+    history = list(history or [])
+    chat.append({"role": "user", "content": escape_md(message or "")})
+    chat.append({"role": "assistant", "content": "_Searching the papers…_"})
+    evidence = evidence_html((), ())
+    yield snap(), evidence, "searching…", "", history, ""
+    try:
+        answerer = factory(model)
+        raw = ""
+        for event in answerer.stream(message or "", history or None, top_k=int(top_k), retrieval_mode=mode, strict=bool(strict)):
+            if isinstance(event, EvidenceEvent):
+                evidence = evidence_html(event.sources, event.retrieved)
+                took = event.timings.get("to_evidence", event.timings.get("retrieve", 0.0))
+                phase = f"evidence ready in {took:.1f} s · the model is reading it…" if event.sources else "checking relevance…"
+                chat[-1]["content"] = "_Reading the evidence…_" if event.sources else "_Checking…_"
+                yield snap(), evidence, phase, "", history, ""
+            elif isinstance(event, TokenEvent):
+                raw += event.text
+                chat[-1]["content"] = streaming_markdown(raw)
+                yield snap(), evidence, "writing… (unverified until finished)", "", history, ""
+            elif isinstance(event, AnswerEvent):
+                answer = event.answer
+                history.append(answer)
+                chat[-1]["content"] = answer_markdown(answer)
+                evidence = evidence_html(answer.sources, answer.retrieved, answer)
+                yield snap(), evidence, status_line(answer), plain_text(answer), history, ""
+    except Exception as exc:  # shown as a chat message; the log keeps the details
+        if not isinstance(exc, RagError):
+            logger.exception("answering failed")
+        chat[-1]["content"] = friendly_error(exc)
+        yield snap(), evidence, "error", "", history, ""
+
+
+def build_app(config: RagConfig, factory: AnswererFactory | None = None, *, models: list[str] | None = None) -> gr.Blocks:
+    """The Blocks app; ``factory`` maps a model name to an ``Answerer`` (tests pass fakes)."""
+    get_answerer = factory or default_factory(config)
+    choices = models or list(dict.fromkeys([config.model, *KNOWN_MODELS]))
+    with gr.Blocks(title="abstract-rag") as demo:
+        gr.Markdown(
+            "## abstract-rag\nAsk a question about the papers in the collection. Answers cite the papers behind "
+            "each claim; every sentence is checked against the cited abstract, and the app says so when the "
+            "collection does not answer."
+        )
+        history = gr.State([])
+        with gr.Row():
+            with gr.Column(scale=3):
+                chat = gr.Chatbot(label="Answers", height=520, elem_id="chat", buttons=["copy"], sanitize_html=True)
+                with gr.Row():
+                    box = gr.Textbox(placeholder="Ask about the papers… (Enter to send)", show_label=False, scale=5, elem_id="question", max_length=5000)
+                    send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
+                    clear = gr.Button("New chat", scale=1, elem_id="clear")
+                status = gr.Markdown("", elem_id="status")
+                gr.Examples(EXAMPLES, inputs=box, label="Examples", cache_examples=False)
+                with gr.Accordion("Settings", open=False, elem_id="settings"):
+                    top_k = gr.Slider(1, 8, value=config.top_k, step=1, label="Papers given to the model (top-k)", elem_id="topk")
+                    mode = gr.Radio(list(RETRIEVAL_MODES), value=config.retrieval_mode, label="Retrieval", elem_id="mode")
+                    strict = gr.Checkbox(value=config.strict, label="Strict: drop sentences no source supports", elem_id="strict")
+                    model = gr.Dropdown(choices, value=config.model if config.model in choices else choices[0], label="Model", elem_id="model")
+                with gr.Accordion("Copy answer with references", open=False, elem_id="copybox"):
+                    copy = gr.Textbox(show_label=False, lines=6, buttons=["copy"], interactive=False, elem_id="copytext")
+            with gr.Column(scale=2):
+                gr.Markdown("### Evidence")
+                evidence = gr.HTML(evidence_html((), ()), elem_id="evidence")
+
+        def handler(message: str, chat_v: list[dict[str, Any]], hist: list[Answer], k: int, m: str, s: bool, mdl: str) -> Iterator[tuple[Any, ...]]:
+            yield from respond(get_answerer, message, chat_v, hist, k, m, s, mdl)
+
+        outputs = [chat, evidence, status, copy, history, box]
+        inputs = [box, chat, history, top_k, mode, strict, model]
+        # One generation at a time: the LLM is a shared resource on 2 cores.
+        box.submit(handler, inputs, outputs, concurrency_limit=1, concurrency_id="llm")
+        send.click(handler, inputs, outputs, concurrency_limit=1, concurrency_id="llm")
+        clear.click(lambda: ([], evidence_html((), ()), "", "", [], ""), None, outputs, queue=False)
+    demo.queue(max_size=32, default_concurrency_limit=1)
+    return demo

@@ -1,0 +1,128 @@
+"""Turn answers and evidence into chat Markdown and evidence-panel HTML.
+
+All corpus text (titles, abstracts) and all model text is untrusted: it is escaped before it
+is rendered, so an abstract holding ``<script>`` or a Markdown link shows as plain text.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+
+from rag.citations import UNSUPPORTED_MARK
+from rag.types import Answer, RetrievedPaper, Source
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def escape_md(text: str) -> str:
+    """Text that renders literally in Markdown: HTML escaped, Markdown punctuation backslashed."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
+
+
+def cite_marks(numbers: Sequence[int]) -> str:
+    """Citation markers, bold so they stand out and link to the references below the answer."""
+    return "".join(f"**[\\[{n}\\]](#ref-{n})**" for n in numbers)
+
+
+def answer_markdown(answer: Answer) -> str:
+    """The final answer for the chat: sentences with their citations, then numbered references
+    with the sentence of each abstract that backs the claims."""
+    if answer.refused:
+        lines = [f"**{escape_md(answer.text.split(' The closest papers are:')[0])}**"]
+        if answer.retrieved:
+            lines.append("")
+            lines.append("Closest papers in the collection:")
+            lines += [f"- {escape_md(r.title)}" for r in answer.retrieved[:3]]
+        if answer.refusal_reason:
+            lines += ["", f"<sub>Why: {escape_md(answer.refusal_reason)}.</sub>"]
+        return "\n".join(lines)
+    parts = []
+    for sentence in answer.sentences:
+        body = escape_md(sentence.text)
+        if sentence.supported:
+            parts.append(f"{body} {cite_marks(sentence.citations)}")
+        else:
+            parts.append(f"⚠️ _{body}_ **[not supported by the sources]**")
+    lines = [" ".join(parts), "", "**References**", ""]
+    for c in answer.citations:
+        lines.append(f"{c.n}. <a id=\"ref-{c.n}\"></a>**{escape_md(c.title)}** <sub>({escape_md(', '.join(c.sources))})</sub>")
+        for sentence in c.evidence:
+            lines.append(f"    > “{escape_md(sentence)}”")
+    return "\n".join(lines)
+
+
+def streaming_markdown(raw: str) -> str:
+    """The model's text while it streams (escaped), with a cursor."""
+    return escape_md(raw) + " ▍"
+
+
+def plain_text(answer: Answer) -> str:
+    """Answer and references as plain text, for copying."""
+    if answer.refused:
+        return answer.text
+    lines = [answer.text, "", "References:"]
+    for c in answer.citations:
+        lines.append(f"[{c.n}] {c.title} ({', '.join(c.sources)})")
+        lines += [f"    \"{e}\"" for e in c.evidence]
+    if any(not s.supported for s in answer.sentences):
+        lines += ["", f"{UNSUPPORTED_MARK} marks a sentence that no source supports."]
+    return "\n".join(lines)
+
+
+def evidence_html(
+    sources: Sequence[Source],
+    retrieved: Sequence[RetrievedPaper],
+    answer: Answer | None = None,
+) -> str:
+    """The evidence panel: each retrieved paper, its score, the sentences the model saw;
+    after the answer, which final citation number it got and which sentences back it."""
+    if not retrieved:
+        return '<div class="ev-empty">No evidence yet. Ask a question to see the papers and sentences it is answered from.</div>'
+    cited_as: dict[str, int] = {}
+    backing: dict[str, set[str]] = {}
+    if answer is not None:
+        for c in answer.citations:
+            cited_as[c.paper_id] = c.n
+            backing[c.paper_id] = set(c.evidence)
+    by_id = {s.paper_id: s for s in sources}
+    cards = []
+    for hit in retrieved:
+        src = by_id.get(hit.paper_id)
+        n = cited_as.get(hit.paper_id)
+        badge = f'<span class="ev-cited">cited as [{n}]</span>' if n else ""
+        label = f"Source {src.n}" if src else "Retrieved"
+        head = (
+            f'<div class="ev-head"><span class="ev-label">{label}</span> {badge}'
+            f'<span class="ev-score">similarity {hit.dense_score:.2f}</span></div>'
+            f'<div class="ev-title">{html.escape(hit.title)}</div>'
+            f'<div class="ev-files">{html.escape(", ".join(hit.sources))}</div>'
+        )
+        sentences = []
+        for s in src.sentences if src else ():
+            cls = "ev-sent ev-backs" if s.text in backing.get(hit.paper_id, ()) else "ev-sent"
+            sentences.append(f'<li class="{cls}">{html.escape(s.text)}</li>')
+        body = f'<ul class="ev-sents">{"".join(sentences)}</ul>' if sentences else ""
+        anchor = f' id="ev-{n}"' if n else ""
+        cards.append(f'<div class="ev-card{" ev-is-cited" if n else ""}"{anchor}>{head}{body}</div>')
+    return '<div class="ev-panel">' + "".join(cards) + "</div>"
+
+
+def status_line(answer: Answer | None, *, phase: str = "") -> str:
+    """Timings and the model in use, as one line of Markdown."""
+    if answer is None:
+        return phase
+    t = answer.timings
+    parts = []
+    for key, label in (("retrieve", "retrieval"), ("to_evidence", "evidence"), ("first_token", "first token"), ("total", "total")):
+        if key in t:
+            parts.append(f"{label} {t[key]:.1f} s")
+    if "tokens_per_s" in t:
+        parts.append(f"{t['tokens_per_s']:.1f} tokens/s")
+    if answer.prompt_tokens:
+        parts.append(f"prompt {answer.prompt_tokens} tokens")
+    verdict = "refused" if answer.refused else f"{sum(s.supported for s in answer.sentences)}/{len(answer.sentences)} sentences verified"
+    model = answer.model.replace("`", "'")  # inside a code span nothing else needs escaping
+    return f"{verdict} · " + " · ".join(parts) + f" · model `{model}`"
+
