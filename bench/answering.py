@@ -40,12 +40,17 @@ def load_questions(path: Path = QUESTIONS) -> list[dict[str, Any]]:
     return rows
 
 
-def run(model: str, questions: Sequence[dict[str, Any]], index_dir: Path | None = None) -> dict[str, list[dict[str, Any]]]:
+def run(
+    model: str, questions: Sequence[dict[str, Any]], index_dir: Path | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """Answer every question with every configuration; returns per-question rows per config."""
     base = get_config({"model": model, **({"index_dir": index_dir} if index_dir else {})})
     first = Answerer(base)
     index = open_index(base.index_dir, first.embedder)
-    answerers = {name: Answerer(base.replace(**cfg), index=index, embedder=first.embedder, generator=first.generator) for name, cfg in CONFIGS.items()}
+    answerers = {
+        name: Answerer(base.replace(**cfg), index=index, embedder=first.embedder, generator=first.generator)
+        for name, cfg in CONFIGS.items()
+    }
     answerers["default"].ask("warm-up: what is a neural network?")  # load the model outside the timings
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS}
     for q in questions:
@@ -66,7 +71,10 @@ def run(model: str, questions: Sequence[dict[str, Any]], index_dir: Path | None 
                     **{k: ans.timings.get(k) for k in ("to_evidence", "first_token", "total", "tokens_per_s")},
                 }
             )
-            print(f"[{name:7}] {ans.timings.get('total', 0):5.1f}s refused={ans.refused!s:5} {q['question'][:60]}", file=sys.stderr)
+            print(
+                f"[{name:7}] {ans.timings.get('total', 0):5.1f}s refused={ans.refused!s:5} {q['question'][:60]}",
+                file=sys.stderr,
+            )
     return rows
 
 
@@ -105,9 +113,15 @@ def markdown(summary: dict[str, dict[str, Any]], model: str) -> str:
     for k in METRICS:
         dv, nv = d[k], n[k]
         ratio = f"{nv / dv:.2f}x" if dv and nv else "-"
-        lines.append(f"| {k} | {dv:.1f} | {nv:.1f} | {ratio} |" if dv is not None and nv is not None else f"| {k} | {dv} | {nv} | - |")
+        lines.append(
+            f"| {k} | {dv:.1f} | {nv:.1f} | {ratio} |"
+            if dv is not None and nv is not None
+            else f"| {k} | {dv} | {nv} | - |"
+        )
     lines.append(f"| gold paper cited | {d['gold_cited']}/{d['answerable']} | {n['gold_cited']}/{n['answerable']} | |")
-    lines.append(f"| false refusals | {d['false_refusals']}/{d['answerable']} | {n['false_refusals']}/{n['answerable']} | |")
+    lines.append(
+        f"| false refusals | {d['false_refusals']}/{d['answerable']} | {n['false_refusals']}/{n['answerable']} | |"
+    )
     lines.append(f"| invented answers | {d['invented']}/{d['unanswerable']} | {n['invented']}/{n['unanswerable']} | |")
     return "\n".join(lines)
 
@@ -126,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown(summary, args.model)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"answering-{date.today().isoformat()}-{args.model.replace('/', '_')}"
-    (args.out / f"{stem}.json").write_text(json.dumps({"model": args.model, "summary": summary, "rows": rows}, indent=2) + "\n")
+    (args.out / f"{stem}.json").write_text(
+        json.dumps({"model": args.model, "summary": summary, "rows": rows}, indent=2) + "\n"
+    )
     (args.out / f"{stem}.md").write_text(table + "\n")
     print(table)
     return 0

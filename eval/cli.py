@@ -13,10 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from eval.gold import DEFAULT_GOLD, load_gold
-from eval.report import ANSWER_METRICS, LATENCY_METRICS, RETRIEVAL_METRICS, fmt, summarize, summarize_by_type, write_report
+from eval.report import (
+    ANSWER_METRICS,
+    LATENCY_METRICS,
+    RETRIEVAL_METRICS,
+    fmt,
+    summarize,
+    summarize_by_type,
+    write_report,
+)
 from eval.runner import BUILTIN_CONFIGS, resolve_configs, run_config
-from rag.cli import add_index_argument
-from rag.config import RagConfig, get_config
+from rag.cli import add_index_argument, config_from_args
+from rag.config import RagConfig
 from rag.llm import KNOWN_MODELS, Generator
 from rag.models import Embedder, load_embedder
 from rag.store import open_index
@@ -81,8 +89,14 @@ def evaluate(
     records: dict[str, list[dict[str, Any]]] = {}
     for config in configs:
         result = run_config(
-            config, items, base=base, index=index, out_dir=out_dir, retrieval_only=retrieval_only,
-            generator_for=generator_for, progress=progress,
+            config,
+            items,
+            base=base,
+            index=index,
+            out_dir=out_dir,
+            retrieval_only=retrieval_only,
+            generator_for=generator_for,
+            progress=progress,
         )
         records[config.name] = result.records
         runs[config.name] = {
@@ -127,10 +141,16 @@ def summary_table(runs: dict[str, dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {"index_dir": args.index} if args.index else {}
-    base = get_config(overrides)
+    base = config_from_args(args, index_dir="index")
     out = args.out or Path("eval") / "reports" / date.today().isoformat()
-    result = evaluate(args.gold, args.config or ["default", "naive"], out, base=base, retrieval_only=args.retrieval_only, limit=args.limit)
+    result = evaluate(
+        args.gold,
+        args.config or ["default", "naive"],
+        out,
+        base=base,
+        retrieval_only=args.retrieval_only,
+        limit=args.limit,
+    )
     print(summary_table(result["runs"]))
     for name, run_ in result["runs"].items():
         print(f"{name}: {run_['computed']} computed, {run_['cached']} from cache")

@@ -67,9 +67,13 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out["citation_precision"] = m.mean(
         m.citation_precision(r["cited_ids"], set(r["gold_paper_ids"])) for r in ans if not r["refused"]
     )
-    out["citation_recall"] = m.mean(m.citation_recall(r["cited_ids"], set(r["gold_paper_ids"])) for r in ans) if ans else None
+    out["citation_recall"] = (
+        m.mean(m.citation_recall(r["cited_ids"], set(r["gold_paper_ids"])) for r in ans) if ans else None
+    )
     total_sentences = sum(r["sentences"] for r in answered)
-    out["supported_rate"] = sum(r["sentences_supported"] for r in answered) / total_sentences if total_sentences else None
+    out["supported_rate"] = (
+        sum(r["sentences_supported"] for r in answered) / total_sentences if total_sentences else None
+    )
     out["citations_outside_prompt"] = sum(r["citations_outside_prompt"] for r in answered)
     out.update(m.refusal_scores([r["refused"] for r in answered], [r["answerable"] for r in answered]))
     asked = [r for r in answered if r.get("prompt_tokens")]
@@ -114,19 +118,29 @@ def comparison(summary: dict[str, dict[str, Any]], base: str, other: str) -> lis
     return lines
 
 
-def write_report(out_dir: Path, runs: dict[str, dict[str, Any]], meta: dict[str, Any], records: dict[str, list[dict[str, Any]]]) -> dict[str, Path]:
+def write_report(
+    out_dir: Path, runs: dict[str, dict[str, Any]], meta: dict[str, Any], records: dict[str, list[dict[str, Any]]]
+) -> dict[str, Path]:
     """Write report.md, report.json, answers.jsonl and the plots; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     names = list(runs)
     summary = {n: runs[n]["overall"] for n in names}
     lines = [f"# Eval report ({meta['date']})", ""]
-    lines.append(f"Gold set: `{meta['gold']}` ({meta['questions']} questions; {meta['types']}). "
-                 f"Index: {meta['papers']} papers, corpus hash `{meta['corpus_hash'][:12]}`. Machine: {meta['machine']}.")
+    lines.append(
+        f"Gold set: `{meta['gold']}` ({meta['questions']} questions; {meta['types']}). "
+        f"Index: {meta['papers']} papers, corpus hash `{meta['corpus_hash'][:12]}`. Machine: {meta['machine']}."
+    )
     lines.append("")
     for n in names:
-        lines.append(f"- **{n}**: {runs[n]['description']} (`{json.dumps(runs[n]['overrides'])}`; model {runs[n]['model']})")
+        lines.append(
+            f"- **{n}**: {runs[n]['description']} (`{json.dumps(runs[n]['overrides'])}`; model {runs[n]['model']})"
+        )
     lines.append("")
-    sections = [("Retrieval (paper level, answerable questions)", RETRIEVAL_METRICS), ("Answers", ANSWER_METRICS), ("Latency", LATENCY_METRICS)]
+    sections = [
+        ("Retrieval (paper level, answerable questions)", RETRIEVAL_METRICS),
+        ("Answers", ANSWER_METRICS),
+        ("Latency", LATENCY_METRICS),
+    ]
     for title, rows in sections:
         present = [(k, label) for k, label, _ in rows if any(summary[n].get(k) is not None for n in names)]
         if not present:
@@ -138,17 +152,34 @@ def write_report(out_dir: Path, runs: dict[str, dict[str, Any]], meta: dict[str,
     if "default" in names and "naive" in names and summary["naive"].get("f1") is not None:
         lines += ["## The product against the naive pipeline", "", *comparison(summary, "default", "naive"), ""]
     lines += ["## By question type", ""]
-    keys = [("recall@5", "recall@5"), ("must_include", "must-include"), ("citation_precision", "cit. precision"),
-            ("citation_recall", "cit. recall"), ("f1", "F1"), ("refused", "refused")]
+    keys = [
+        ("recall@5", "recall@5"),
+        ("must_include", "must-include"),
+        ("citation_precision", "cit. precision"),
+        ("citation_recall", "cit. recall"),
+        ("f1", "F1"),
+        ("refused", "refused"),
+    ]
     for n in names:
         by_type = runs[n]["by_type"]
-        lines += [f"### {n}", "", "| type | n | " + " | ".join(lab for _, lab in keys) + " |", "|---|---|" + "---|" * len(keys)]
+        lines += [
+            f"### {n}",
+            "",
+            "| type | n | " + " | ".join(lab for _, lab in keys) + " |",
+            "|---|---|" + "---|" * len(keys),
+        ]
         for t, s in by_type.items():
             lines.append(f"| {t} | {s['questions']} | " + " | ".join(fmt(s.get(k)) for k, _ in keys) + " |")
         lines.append("")
-    paths = {"report.md": out_dir / "report.md", "report.json": out_dir / "report.json", "answers.jsonl": out_dir / "answers.jsonl"}
+    paths = {
+        "report.md": out_dir / "report.md",
+        "report.json": out_dir / "report.json",
+        "answers.jsonl": out_dir / "answers.jsonl",
+    }
     paths["report.md"].write_text("\n".join(lines) + "\n", encoding="utf-8")
-    paths["report.json"].write_text(json.dumps({"meta": meta, "configs": runs}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["report.json"].write_text(
+        json.dumps({"meta": meta, "configs": runs}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     with paths["answers.jsonl"].open("w", encoding="utf-8") as fh:
         for n in names:
             for r in records[n]:
@@ -157,7 +188,9 @@ def write_report(out_dir: Path, runs: dict[str, dict[str, Any]], meta: dict[str,
     return paths
 
 
-def plot(out_dir: Path, summary: dict[str, dict[str, Any]], records: dict[str, list[dict[str, Any]]]) -> dict[str, Path]:
+def plot(
+    out_dir: Path, summary: dict[str, dict[str, Any]], records: dict[str, list[dict[str, Any]]]
+) -> dict[str, Path]:
     """metrics.png (quality per configuration) and latency.png (answer time distribution)."""
     import matplotlib
 
@@ -165,8 +198,14 @@ def plot(out_dir: Path, summary: dict[str, dict[str, Any]], records: dict[str, l
     import matplotlib.pyplot as plt
 
     names = list(summary)
-    keys = [("recall@5", "recall@5"), ("must_include", "must-include"), ("citation_precision", "cit. precision"),
-            ("citation_recall", "cit. recall"), ("supported_rate", "supported"), ("refusal_f1", "refusal F1")]
+    keys = [
+        ("recall@5", "recall@5"),
+        ("must_include", "must-include"),
+        ("citation_precision", "cit. precision"),
+        ("citation_recall", "cit. recall"),
+        ("supported_rate", "supported"),
+        ("refusal_f1", "refusal F1"),
+    ]
     keys = [(k, lab) for k, lab in keys if any(summary[n].get(k) is not None for n in names)]
     out: dict[str, Path] = {}
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(keys)), 4))
@@ -183,7 +222,9 @@ def plot(out_dir: Path, summary: dict[str, dict[str, Any]], records: dict[str, l
     fig.savefig(out["metrics.png"], dpi=110)
     plt.close(fig)
 
-    series = {n: [r["total_s"] for r in records[n] if r.get("total_s") is not None and r.get("prompt_tokens")] for n in names}
+    series = {
+        n: [r["total_s"] for r in records[n] if r.get("total_s") is not None and r.get("prompt_tokens")] for n in names
+    }
     series = {n: v for n, v in series.items() if v}
     if series:
         fig, ax = plt.subplots(figsize=(6, 4))

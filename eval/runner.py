@@ -71,7 +71,11 @@ def resolve_configs(specs: Sequence[str]) -> list[EvalConfig]:
             raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
         if not isinstance(data, dict) or not isinstance(data.get("config", {}), dict):
             raise ConfigError(f"{path}: expected an object with a 'config' object")
-        out.append(EvalConfig(str(data.get("name") or path.stem), str(data.get("description", "")), dict(data.get("config", {}))))
+        out.append(
+            EvalConfig(
+                str(data.get("name") or path.stem), str(data.get("description", "")), dict(data.get("config", {}))
+            )
+        )
     names = [c.name for c in out]
     if len(names) != len(set(names)):
         raise ConfigError(f"eval config names must be distinct: {names}")
@@ -106,7 +110,13 @@ def cited_support(answer: Answer, verifier: Verifier, *, verified: bool) -> tupl
 
 
 def question_record(
-    item: GoldItem, ranking: list[str], retrieval_s: float, answer: Answer | None, verifier: Verifier | None, *, verified: bool = True
+    item: GoldItem,
+    ranking: list[str],
+    retrieval_s: float,
+    answer: Answer | None,
+    verifier: Verifier | None,
+    *,
+    verified: bool = True,
 ) -> dict[str, Any]:
     record: dict[str, Any] = {
         **item.to_dict(),
@@ -129,7 +139,9 @@ def question_record(
             "citations_outside_prompt": answer.invalid_citations + sum(pid not in prompt_ids for pid in cited),
             "sentences": sentences,
             "sentences_supported": supported,
-            "must_include_ok": must_include(answer.text, item.must_include) and not answer.refused if item.must_include and item.answerable else None,
+            "must_include_ok": must_include(answer.text, item.must_include) and not answer.refused
+            if item.must_include and item.answerable
+            else None,
             "f1": answer_f1(answer.text, item.answer, answer.refused, item.answerable),
             "prompt_tokens": answer.prompt_tokens,
             "completion_tokens": answer.completion_tokens,
@@ -195,7 +207,11 @@ def run_config(
             if answerer is None:
                 generator = generator_for(cfg) if generator_for else None
                 answerer = Answerer(cfg, index=index, generator=generator)
-                verifier = Verifier(answerer.sentence_embedder, min_similarity=cfg.support_min_similarity, min_overlap=cfg.support_min_overlap)
+                verifier = Verifier(
+                    answerer.sentence_embedder,
+                    min_similarity=cfg.support_min_similarity,
+                    min_overlap=cfg.support_min_overlap,
+                )
             answer = answerer.ask(item.question)
         record = question_record(item, ranking, retrieval_s, answer, verifier, verified=cfg.verify)
         tmp = path.with_suffix(".tmp")

@@ -17,14 +17,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from index_build.chunking import ChunkTooLongError, Chunker, chunking_settings
+from index_build.chunking import Chunker, ChunkTooLongError, chunking_settings
 from index_build.corpus import CorpusReport, Problem, read_corpus
 from rag.config import RagConfig, get_config
 from rag.errors import IndexCorruptError, IndexNotFoundError
@@ -183,7 +183,11 @@ def build_index(
                 for i, vector in zip(batch, vectors, strict=True):
                     cache[keys[i]] = vector
                 bar.update(len(batch))
-    matrix = np.stack([cache[k] for k in keys]).astype(np.float32) if chunks else np.zeros((0, embedder.dimension), np.float32)
+    matrix = (
+        np.stack([cache[k] for k in keys]).astype(np.float32)
+        if chunks
+        else np.zeros((0, embedder.dimension), np.float32)
+    )
 
     watch.start("index")
     index_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +205,7 @@ def build_index(
                 "skipped": len(problems),
             },
             "counts": {"papers": len(kept), "chunks": len(chunks)},
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "build_seconds": round(time.perf_counter() - started, 3),
         }
         # The manifest is written last: a directory without one is never taken for an index.
@@ -224,7 +228,9 @@ def build_index(
         problems=tuple(problems),
         stage_seconds=dict(watch.seconds),
     )
-    logger.info("built index %s: %d papers, %d chunks (%d embedded)", index_dir, result.papers, result.chunks, result.embedded)
+    logger.info(
+        "built index %s: %d papers, %d chunks (%d embedded)", index_dir, result.papers, result.chunks, result.embedded
+    )
     return result
 
 

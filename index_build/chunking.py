@@ -63,8 +63,7 @@ class Chunker:
             pieces = self._splitter.split_text_metadata_aware(abstract, prefix)
         except ValueError as exc:
             raise ChunkTooLongError(
-                f"paper {paper.paper_id}: the title takes more than the embedder's "
-                f"{self.budget}-token window ({exc})"
+                f"paper {paper.paper_id}: the title takes more than the embedder's {self.budget}-token window ({exc})"
             ) from exc
         spans = sentence_spans(abstract)
         chunks: list[Chunk] = []

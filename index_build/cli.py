@@ -6,9 +6,8 @@ import argparse
 import json
 import resource
 from pathlib import Path
-from typing import Any
 
-from rag.cli import add_index_argument
+from rag.cli import add_index_argument, config_from_args
 
 MAX_PROBLEMS_SHOWN = 20
 
@@ -37,31 +36,35 @@ def peak_rss_mb() -> float:
 def run(args: argparse.Namespace) -> int:
     from index_build.build import build_index
 
-    overrides: dict[str, Any] = {}
-    if args.corpus:
-        overrides["corpus"] = args.corpus
-    if args.index:
-        overrides["index_dir"] = args.index
+    cfg = config_from_args(args, corpus="corpus", index_dir="index")
     if args.no_progress:
-        overrides["progress"] = False
-    result = build_index(overrides, force=args.force)
+        cfg = cfg.replace(progress=False)
+    result = build_index(cfg, force=args.force)
     if args.json:
         print(json.dumps({**result.to_dict(), "peak_rss_mb": round(peak_rss_mb(), 1)}, indent=2))
         return 0
     report = result.corpus
-    print(f"corpus: {len(report.files)} file(s), {report.entries} entries read, "
-          f"{report.duplicates} merged as duplicates, {len(result.problems)} skipped")
+    print(
+        f"corpus: {len(report.files)} file(s), {report.entries} entries read, "
+        f"{report.duplicates} merged as duplicates, {len(result.problems)} skipped"
+    )
     for problem in result.problems[:MAX_PROBLEMS_SHOWN]:
         print(f"  skipped {problem}")
     if len(result.problems) > MAX_PROBLEMS_SHOWN:
         print(f"  ... and {len(result.problems) - MAX_PROBLEMS_SHOWN} more (run with -v to log all)")
     if result.status == "up-to-date":
-        print(f"index {result.index_dir} is up to date: {result.papers} papers, {result.chunks} chunks "
-              f"({result.seconds:.1f} s; use --force to rebuild)")
+        print(
+            f"index {result.index_dir} is up to date: {result.papers} papers, {result.chunks} chunks "
+            f"({result.seconds:.1f} s; use --force to rebuild)"
+        )
         return 0
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.stage_seconds.items())
-    print(f"built {result.index_dir}: {result.papers} papers, {result.chunks} chunks "
-          f"({result.embedded} embedded, {result.reused} reused from cache)")
-    print(f"time {result.seconds:.1f} s ({stages}); index size {result.size_bytes / 1e6:.1f} MB; "
-          f"peak memory {peak_rss_mb():.0f} MB")
+    print(
+        f"built {result.index_dir}: {result.papers} papers, {result.chunks} chunks "
+        f"({result.embedded} embedded, {result.reused} reused from cache)"
+    )
+    print(
+        f"time {result.seconds:.1f} s ({stages}); index size {result.size_bytes / 1e6:.1f} MB; "
+        f"peak memory {peak_rss_mb():.0f} MB"
+    )
     return 0

@@ -109,9 +109,7 @@ def corpus_files(paths: Iterable[str | Path]) -> list[Path]:
         if path.is_dir():
             inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in CORPUS_SUFFIXES)
             if not inside:
-                raise CorpusError(
-                    f"{path}: directory holds no corpus files ({', '.join(CORPUS_SUFFIXES)})"
-                )
+                raise CorpusError(f"{path}: directory holds no corpus files ({', '.join(CORPUS_SUFFIXES)})")
             found.extend(inside)
         elif path.is_file():
             if path.suffix.lower() not in CORPUS_SUFFIXES:
@@ -196,9 +194,7 @@ def read_corpus(paths: Iterable[str | Path]) -> tuple[list[Paper], CorpusReport]
     )
     if not papers:
         detail = "".join(f"\n  {p}" for p in problems[:20])
-        raise CorpusError(
-            f"the corpus is empty: no usable title + abstract entry in {len(files)} file(s)" + detail
-        )
+        raise CorpusError(f"the corpus is empty: no usable title + abstract entry in {len(files)} file(s)" + detail)
     return papers, report
 
 
@@ -290,15 +286,15 @@ def parse_listing(name: str, lines: Sequence[str | None], problems: list[Problem
                 problems.append(Problem(name, pending[0], f"title with no abstract: {pending[1]!r}"))
             pending = (number, line)
     if pending is not None:
-        problems.append(
-            Problem(name, pending[0], f"title with no abstract (file ends after it): {pending[1]!r}")
-        )
+        problems.append(Problem(name, pending[0], f"title with no abstract (file ends after it): {pending[1]!r}"))
 
 
 def _record_entry(name: str, number: int, record: Any, problems: list[Problem]) -> Entry | None:
     """Validate one JSONL / CSV record; report and return None when it cannot be used."""
     if not isinstance(record, dict):
-        problems.append(Problem(name, number, f"expected an object with title and abstract, got {type(record).__name__}"))
+        problems.append(
+            Problem(name, number, f"expected an object with title and abstract, got {type(record).__name__}")
+        )
         return None
     fields: dict[str, str] = {}
     for key in ("title", "abstract"):

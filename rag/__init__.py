@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from rag.answer import AnswerEvent, Answerer, EvidenceEvent, QuestionError, TokenEvent, ask
+from rag.answer import Answerer, AnswerEvent, EvidenceEvent, QuestionError, TokenEvent, ask
 from rag.config import RagConfig, get_config
 from rag.errors import (
     ConfigError,

@@ -34,7 +34,10 @@ logger = logging.getLogger(__name__)
 
 History = Sequence[tuple[str, str] | Answer]
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_FOLLOW_UP = re.compile(r"\b(it|its|it's|they|them|their|this|that|these|those|he|she|his|her|the paper|the method|the model|the same|what about|how about)\b", re.IGNORECASE)
+_FOLLOW_UP = re.compile(
+    r"\b(it|its|it's|they|them|their|this|that|these|those|he|she|his|her|the paper|the method|the model|the same|what about|how about)\b",
+    re.IGNORECASE,
+)
 # The model echoing prompt structure means it has stopped answering.
 _ECHO = re.compile(r"(<\s*/?\s*sources\s*>|\nQuestion:|<\|im_start\|>|<\|im_end\|>)")
 
@@ -147,7 +150,9 @@ class Answerer:
     def generator(self) -> Generator:
         with self._lock:
             if self._generator is None:
-                self._generator = load_generator(self.config.model, n_ctx=self.config.n_ctx, n_threads=self.config.n_threads)
+                self._generator = load_generator(
+                    self.config.model, n_ctx=self.config.n_ctx, n_threads=self.config.n_threads
+                )
             return self._generator
 
     @property
@@ -187,7 +192,13 @@ class Answerer:
         timings["retrieve"] = time.perf_counter() - t
         relevance = max((r.dense_score for r in retrieved), default=0.0)
 
-        base = dict(question=text, retrieved=retrieved, model=self._model_name(), standalone_question=standalone if standalone != text else None, warnings=tuple(warnings))
+        base = dict(
+            question=text,
+            retrieved=retrieved,
+            model=self._model_name(),
+            standalone_question=standalone if standalone != text else None,
+            warnings=tuple(warnings),
+        )
         if not retrieved or relevance < cfg.min_relevance:
             timings["evidence"] = 0.0
             yield EvidenceEvent(standalone, retrieved, (), dict(timings))
@@ -247,9 +258,17 @@ class Answerer:
             verified = self._verifier(cfg).verify(raw, sources, strict=cfg.strict)
             timings["verify"] = time.perf_counter() - t
             if not any(s.supported for s in verified.sentences):
-                reason = "the sources were judged not to answer it" if verified.said_cannot_answer or not raw else "no sentence of the answer is supported by the sources"
+                reason = (
+                    "the sources were judged not to answer it"
+                    if verified.said_cannot_answer or not raw
+                    else "no sentence of the answer is supported by the sources"
+                )
                 timings["total"] = time.perf_counter() - start
-                yield AnswerEvent(self._refusal({**base, **extra}, raw, reason, timings, verified.sentences, verified.invalid_citations))
+                yield AnswerEvent(
+                    self._refusal(
+                        {**base, **extra}, raw, reason, timings, verified.sentences, verified.invalid_citations
+                    )
+                )
                 return
             timings["total"] = time.perf_counter() - start
             answer = Answer(
@@ -283,7 +302,9 @@ class Answerer:
         except RagError as exc:
             logger.warning("could not rewrite the follow-up (%s); using it with the previous question", exc)
             out = []
-        candidate = re.sub(r"^(standalone question|question)\s*:\s*", "", out[0], flags=re.IGNORECASE).strip() if out else ""
+        candidate = (
+            re.sub(r"^(standalone question|question)\s*:\s*", "", out[0], flags=re.IGNORECASE).strip() if out else ""
+        )
         if not candidate or len(candidate) > 4 * len(question) + 200:
             candidate = f"{turns[-1][0]} {question}"
         return candidate
@@ -293,7 +314,9 @@ class Answerer:
         return self._generator.name if self._generator is not None else self.config.model
 
     def _verifier(self, cfg: RagConfig) -> Verifier:
-        return Verifier(self.sentence_embedder, min_similarity=cfg.support_min_similarity, min_overlap=cfg.support_min_overlap)
+        return Verifier(
+            self.sentence_embedder, min_similarity=cfg.support_min_similarity, min_overlap=cfg.support_min_overlap
+        )
 
     @staticmethod
     def _refusal(
@@ -320,15 +343,28 @@ class Answerer:
             invalid_citations=invalid,
         )
 
-    def _unverified(self, base: dict[str, Any], raw: str, sources: Sequence[Source], timings: dict[str, float], start: float) -> Answer:
+    def _unverified(
+        self, base: dict[str, Any], raw: str, sources: Sequence[Source], timings: dict[str, float], start: float
+    ) -> Answer:
         """The naive way, for comparison: trust the model's citations, only drop impossible ones."""
         by_n = {s.n: s for s in sources}
         cited = find_citations(raw)
         valid = [n for n in cited if n in by_n]
-        sentences = tuple(AnswerSentence(text=b, citations=tuple(n for n in c if n in by_n), supported=True) for b, c in split_answer(raw))
+        sentences = tuple(
+            AnswerSentence(text=b, citations=tuple(n for n in c if n in by_n), supported=True)
+            for b, c in split_answer(raw)
+        )
         refused = not raw or all(is_refusal(s.text) for s in sentences) if sentences else True
         citations = tuple(
-            Citation(n=n, paper_id=by_n[n].paper_id, title=by_n[n].title, sources=by_n[n].files, evidence=(), score=by_n[n].retrieval_score, prompt_n=n)
+            Citation(
+                n=n,
+                paper_id=by_n[n].paper_id,
+                title=by_n[n].title,
+                sources=by_n[n].files,
+                evidence=(),
+                score=by_n[n].retrieval_score,
+                prompt_n=n,
+            )
             for n in valid
         )
         timings["total"] = time.perf_counter() - start

@@ -9,7 +9,9 @@ from collections.abc import Iterable, Sequence
 
 from rag.text import sentence_spans
 
-MARKER = re.compile(r"\[\s*(?:sources?\s*)?(\d{1,4}(?:\s*(?:[-–,;]|and)\s*(?:sources?\s*)?\d{1,4})*)\s*\]", re.IGNORECASE)
+MARKER = re.compile(
+    r"\[\s*(?:sources?\s*)?(\d{1,4}(?:\s*(?:[-–,;]|and)\s*(?:sources?\s*)?\d{1,4})*)\s*\]", re.IGNORECASE
+)
 UNSUPPORTED_MARK = "[?]"
 MAX_RANGE = 50  # a marker like [1-9999] is garbage, not 9999 citations
 _LEADING_MARKERS = re.compile(r"^(?:\s*" + MARKER.pattern + r")+", re.IGNORECASE)
@@ -91,5 +93,5 @@ def render_sentence(body: str, citations: Sequence[int], *, unsupported: bool = 
         return body
     match = re.search(r"[.!?]+[\"')\]]*$", body)
     if match:
-        return f"{body[: match.start()].rstrip()} {marks}{body[match.start():]}"
+        return f"{body[: match.start()].rstrip()} {marks}{body[match.start() :]}"
     return f"{body} {marks}"

@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TextIO
 
+from rag.config import RagConfig
 from rag.errors import RagError
 from rag.types import Answer
 
@@ -28,7 +29,17 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 def add_index_argument(parser: argparse.ArgumentParser) -> None:
     """The ``--index DIR`` option every index-using command shares."""
-    parser.add_argument("--index", type=Path, default=None, help="index directory (default: .rag/index or $RAG_INDEX_DIR)")
+    parser.add_argument(
+        "--index", type=Path, default=None, help="index directory (default: .rag/index or $RAG_INDEX_DIR)"
+    )
+
+
+def config_from_args(args: argparse.Namespace, **fields: str) -> RagConfig:
+    """The config with the CLI options that were given: ``fields`` maps config field -> option."""
+    from rag.config import get_config
+
+    given = {name: getattr(args, attr, None) for name, attr in fields.items()}
+    return get_config({k: v for k, v in given.items() if v is not None and v is not False})
 
 
 def _register_search(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,12 +51,10 @@ def _register_search(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from rag.config import get_config
     from rag.models import load_embedder
     from rag.store import open_index
 
-    overrides = {"index_dir": args.index} if args.index else {}
-    cfg = get_config(overrides)
+    cfg = config_from_args(args, index_dir="index")
     index = open_index(cfg.index_dir, load_embedder(cfg.embed_model, batch_size=cfg.embed_batch_size))
     hits = index.dense_search(args.query, args.top_k)
     if not hits:
@@ -72,21 +81,11 @@ def _register_ask(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _run_ask(args: argparse.Namespace) -> int:
-    from rag.answer import AnswerEvent, Answerer, EvidenceEvent, TokenEvent
-    from rag.config import get_config
+    from rag.answer import Answerer, AnswerEvent, EvidenceEvent, TokenEvent
 
-    overrides: dict[str, object] = {}
-    if args.index:
-        overrides["index_dir"] = args.index
-    if args.model:
-        overrides["model"] = args.model
-    if args.mode:
-        overrides["retrieval_mode"] = args.mode
-    if args.top_k is not None:
-        overrides["top_k"] = args.top_k
-    if args.strict:
-        overrides["strict"] = True
-    answerer = Answerer(get_config(overrides))
+    answerer = Answerer(
+        config_from_args(args, index_dir="index", model="model", retrieval_mode="mode", top_k="top_k", strict="strict")
+    )
     if args.json:
         print(json.dumps(answerer.ask(args.question).to_dict(), indent=2, ensure_ascii=False))
         return 0

@@ -95,8 +95,18 @@ class RagConfig:
         if self.index_type not in ("flat",):
             raise ConfigError(f"index_type must be 'flat', got {self.index_type!r}")
         if self.retrieval_mode not in RETRIEVAL_MODES:
-            raise ConfigError(f"retrieval_mode must be one of {', '.join(RETRIEVAL_MODES)}, got {self.retrieval_mode!r}")
-        for name in ("top_k", "candidates", "rrf_k", "evidence_tokens", "max_answer_tokens", "n_ctx", "max_question_chars"):
+            raise ConfigError(
+                f"retrieval_mode must be one of {', '.join(RETRIEVAL_MODES)}, got {self.retrieval_mode!r}"
+            )
+        for name in (
+            "top_k",
+            "candidates",
+            "rrf_k",
+            "evidence_tokens",
+            "max_answer_tokens",
+            "n_ctx",
+            "max_question_chars",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("min_relevance", "support_min_similarity", "support_min_overlap"):

@@ -40,6 +40,8 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*|\d+(?:\.\d+)?")
 def words(text: str) -> list[str]:
     """The words and numbers of ``text``, in order (the tokenisation every overlap uses)."""
     return _WORD.findall(text)
+
+
 LEXICAL_WEIGHT = 0.3
 
 
@@ -82,7 +84,11 @@ class CachedEmbedder:
         with self._lock:
             for t in texts:
                 self._cache.move_to_end(t)
-            return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, self.embedder.dimension), np.float32)
+            return (
+                np.stack([self._cache[t] for t in texts])
+                if texts
+                else np.zeros((0, self.embedder.dimension), np.float32)
+            )
 
 
 def score_sentences(question: str, q_vector: np.ndarray, texts: Sequence[str], embedder: CachedEmbedder) -> np.ndarray:
@@ -91,7 +97,9 @@ def score_sentences(question: str, q_vector: np.ndarray, texts: Sequence[str], e
         return np.zeros(0, dtype=np.float32)
     cos = embedder.embed(list(texts)) @ q_vector
     q_words = content_words(question)
-    lex = np.array([len(q_words & content_words(t)) / len(q_words) if q_words else 0.0 for t in texts], dtype=np.float32)
+    lex = np.array(
+        [len(q_words & content_words(t)) / len(q_words) if q_words else 0.0 for t in texts], dtype=np.float32
+    )
     return cos + LEXICAL_WEIGHT * lex
 
 
@@ -133,7 +141,12 @@ def select_evidence(
             used += count_tokens(paper.abstract[a:b])
         # Pass 2: the best remaining sentences overall while they fit.
         rest = sorted(
-            ((float(scores[j]), i, j) for i, (_, spans, scores) in enumerate(per_paper) for j in range(len(spans)) if j not in chosen[i]),
+            (
+                (float(scores[j]), i, j)
+                for i, (_, spans, scores) in enumerate(per_paper)
+                for j in range(len(spans))
+                if j not in chosen[i]
+            ),
             reverse=True,
         )
         for _, i, j in rest:
@@ -147,10 +160,22 @@ def select_evidence(
     sources: list[Source] = []
     for n, ((paper, spans, scores), hit) in enumerate(zip(per_paper, retrieved, strict=True), 1):
         sentences = tuple(
-            EvidenceSentence(start=spans[j][0], end=spans[j][1], text=paper.abstract[spans[j][0] : spans[j][1]], score=float(scores[j]))
+            EvidenceSentence(
+                start=spans[j][0],
+                end=spans[j][1],
+                text=paper.abstract[spans[j][0] : spans[j][1]],
+                score=float(scores[j]),
+            )
             for j in sorted(chosen[n - 1])
         )
         sources.append(
-            Source(n=n, paper_id=paper.paper_id, title=paper.title, sentences=sentences, retrieval_score=hit.score, files=paper.source_files)
+            Source(
+                n=n,
+                paper_id=paper.paper_id,
+                title=paper.title,
+                sentences=sentences,
+                retrieval_score=hit.score,
+                files=paper.source_files,
+            )
         )
     return sources

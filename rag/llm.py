@@ -102,7 +102,9 @@ def _dist_files(dist_name: str, version: str) -> list[Path]:
     try:
         dist = metadata.distribution(dist_name)
     except metadata.PackageNotFoundError as exc:
-        raise ModelError(f"model package {dist_name}=={version} is not installed: pip install {dist_name}=={version}") from exc
+        raise ModelError(
+            f"model package {dist_name}=={version} is not installed: pip install {dist_name}=={version}"
+        ) from exc
     if dist.version != version:
         raise ModelError(f"model package {dist_name} is version {dist.version}, expected exactly {version}")
     return [Path(str(dist.locate_file(f))) for f in (dist.files or [])]
@@ -149,7 +151,9 @@ def verify_file(path: Path, spec: ModelSpec) -> None:
         raise ModelError(f"{path}: {size} bytes, but {spec.name} must be {spec.size}; refusing to load it")
     digest = sha256_file(path)
     if digest != spec.sha256:
-        raise ModelError(f"{path}: sha256 {digest} does not match the pinned {spec.sha256} for {spec.name}; refusing to load it")
+        raise ModelError(
+            f"{path}: sha256 {digest} does not match the pinned {spec.sha256} for {spec.name}; refusing to load it"
+        )
     _write_stamp(path, digest)
 
 
@@ -211,7 +215,13 @@ class ModelStatus:
     status: str  # "verified", "not assembled yet", "missing package: ...", "hash mismatch: ..."
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "path": self.path, "size": self.size, "status": self.status}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "path": self.path,
+            "size": self.size,
+            "status": self.status,
+        }
 
 
 def model_status(spec: ModelSpec, cache_dir: Path | None = None) -> ModelStatus:
@@ -221,7 +231,13 @@ def model_status(spec: ModelSpec, cache_dir: Path | None = None) -> ModelStatus:
     except ModelError as exc:
         return ModelStatus(spec.name, spec.description, None, None, f"missing: {exc}")
     if not target.is_file():
-        return ModelStatus(spec.name, spec.description, str(target), sum(p.stat().st_size for p in parts), "not assembled yet (joined on first use)")
+        return ModelStatus(
+            spec.name,
+            spec.description,
+            str(target),
+            sum(p.stat().st_size for p in parts),
+            "not assembled yet (joined on first use)",
+        )
     try:
         verify_file(target, spec)
     except ModelError as exc:
@@ -251,7 +267,9 @@ class LlamaCppGenerator:
     re-evaluates only what differs, so a fixed system prompt is read once per process.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, n_ctx: int = 2048, n_threads: int | None = None, n_batch: int = 512) -> None:
+    def __init__(
+        self, model: str = DEFAULT_MODEL, *, n_ctx: int = 2048, n_threads: int | None = None, n_batch: int = 512
+    ) -> None:
         self.model = model
         self.name, self.path = resolve_model(model)
         self.n_ctx = n_ctx

@@ -90,9 +90,7 @@ class SentenceTransformerEmbedder:
                 hf_logging.disable_progress_bar()  # no "Loading weights" bar on every start
                 logger.info("loading embedding model from %s", self.model_path)
                 try:
-                    self._model = SentenceTransformer(
-                        str(self.model_path), device="cpu", local_files_only=True
-                    )
+                    self._model = SentenceTransformer(str(self.model_path), device="cpu", local_files_only=True)
                 except Exception as exc:  # a broken model dir surfaces as many exception types
                     raise ModelError(f"cannot load embedding model from {self.model_path}: {exc}") from exc
                 self._model.max_seq_length = self.max_tokens

@@ -255,6 +255,8 @@ def open_index(index_dir: str | Path, embedder: Embedder) -> RagIndex:
         )
     missing = {c.paper_id for c in chunks.values()} - set(papers)
     if missing:
-        raise IndexCorruptError(f"{index_dir}: chunks refer to unknown papers {sorted(missing)[:3]}: run `rag build --force`")
+        raise IndexCorruptError(
+            f"{index_dir}: chunks refer to unknown papers {sorted(missing)[:3]}: run `rag build --force`"
+        )
     logger.info("opened index %s: %d papers, %d chunks", index_dir, len(papers), len(chunks))
     return RagIndex(index_dir, manifest, papers, chunks, vector_index, embedder)

@@ -31,7 +31,9 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 # Capitalised words that are not names when they open a clause or are common in answers.
-_COMMON_CAPS = frozenset("i a an the this these that those it its they their we our in on of for to and or but by with as".split())
+_COMMON_CAPS = frozenset(
+    "i a an the this these that those it its they their we our in on of for to and or but by with as".split()
+)
 
 
 def is_refusal(sentence: str) -> bool:
@@ -54,7 +56,9 @@ def numbers_in(text: str) -> set[float]:
     return out
 
 
-_SCALE = frozenset("billion billions million millions thousand thousands hundred hundreds trillion percent percentage points point times fold x % k m b".split())
+_SCALE = frozenset(
+    "billion billions million millions thousand thousands hundred hundreds trillion percent percentage points point times fold x % k m b".split()
+)
 
 
 def number_contexts(text: str) -> dict[float, set[str]]:
@@ -120,7 +124,12 @@ def _evidence_tokens(text: str) -> set[str]:
 
 
 def _name_found(name: str, tokens: set[str]) -> bool:
-    return name in tokens or name.rstrip("s") in tokens or name + "s" in tokens or (name.endswith("s") and name[:-1] + "es" in tokens)
+    return (
+        name in tokens
+        or name.rstrip("s") in tokens
+        or name + "s" in tokens
+        or (name.endswith("s") and name[:-1] + "es" in tokens)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +202,20 @@ class Verifier:
         words = content_words(claim)
         overlap = len(words & content_words(evidence)) / len(words) if words else 0.0
         similarity = float(np.max(sims))
-        supported = not missing_numbers and not missing_names and (similarity >= self.min_similarity or overlap >= self.min_overlap)
-        return SupportCheck(sources[0].n if len(sources) == 1 else 0, similarity, overlap, missing_numbers, missing_names, supported, texts[best])
+        supported = (
+            not missing_numbers
+            and not missing_names
+            and (similarity >= self.min_similarity or overlap >= self.min_overlap)
+        )
+        return SupportCheck(
+            sources[0].n if len(sources) == 1 else 0,
+            similarity,
+            overlap,
+            missing_numbers,
+            missing_names,
+            supported,
+            texts[best],
+        )
 
     def verify(self, raw_text: str, sources: Sequence[Source], *, strict: bool = False) -> Verified:
         """Verify, repair and renumber the citations of a model's answer."""
@@ -257,13 +278,25 @@ class Verifier:
                 evidence.setdefault(n, [])
                 if evidence_of[n] not in evidence[n]:
                     evidence[n].append(evidence_of[n])
-            sentences.append(AnswerSentence(text=body, citations=tuple(final), supported=supported, repaired=repaired, issues=tuple(issues)))
+            sentences.append(
+                AnswerSentence(
+                    text=body, citations=tuple(final), supported=supported, repaired=repaired, issues=tuple(issues)
+                )
+            )
             rendered.append(render_sentence(body, final, unsupported=not supported))
         citations = []
         for old, new in sorted(mapping.items(), key=lambda kv: kv[1]):
             src = by_n[old]
             citations.append(
-                Citation(n=new, paper_id=src.paper_id, title=src.title, sources=src.files, evidence=tuple(evidence.get(old, ())), score=src.retrieval_score, prompt_n=old)
+                Citation(
+                    n=new,
+                    paper_id=src.paper_id,
+                    title=src.title,
+                    sources=src.files,
+                    evidence=tuple(evidence.get(old, ())),
+                    score=src.retrieval_score,
+                    prompt_n=old,
+                )
             )
             strength[new] = src.retrieval_score
         return Verified(

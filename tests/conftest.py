@@ -89,7 +89,9 @@ def real_index(tmp_path_factory: pytest.TempPathFactory, real_embedder):  # type
     from rag.store import open_index
 
     index_dir = tmp_path_factory.mktemp("real") / "index"
-    result = build_index({"corpus": [BUNDLED_CORPUS], "index_dir": index_dir, "progress": False}, embedder=real_embedder)
+    result = build_index(
+        {"corpus": [BUNDLED_CORPUS], "index_dir": index_dir, "progress": False}, embedder=real_embedder
+    )
     assert result.papers == 591
     return open_index(index_dir, real_embedder)
 

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from rag.answer import AnswerEvent, Answerer, EvidenceEvent, QuestionError, TokenEvent, repeats_itself
+from rag.answer import Answerer, AnswerEvent, EvidenceEvent, QuestionError, TokenEvent, repeats_itself
 from rag.evidence import approx_tokens
 from rag.llm import FakeGenerator, Message
 from rag.prompts import CANNOT_ANSWER, REWRITE_SYSTEM
@@ -137,7 +137,9 @@ def test_follow_up_is_rewritten_before_retrieval(fake_index) -> None:  # type: i
 
 def test_standalone_question_is_not_rewritten(fake_index) -> None:  # type: ignore[no-untyped-def]
     gen = FakeGenerator(OWL_FACT)
-    ans = Answerer(CONFIG, index=fake_index, generator=gen).ask(OWL_Q, history=[("Earlier question about lattices?", "x")])
+    ans = Answerer(CONFIG, index=fake_index, generator=gen).ask(
+        OWL_Q, history=[("Earlier question about lattices?", "x")]
+    )
     assert ans.standalone_question is None and len(gen.calls) == 1
 
 

@@ -64,7 +64,9 @@ def test_unchanged_rebuild_embeds_nothing(small_corpus: Path, built: Path, fake_
     assert fake_embedder.calls == calls
 
 
-def test_added_paper_embeds_only_its_chunks(small_corpus: Path, built: Path, fake_embedder: HashEmbedder, data_dir: Path) -> None:
+def test_added_paper_embeds_only_its_chunks(
+    small_corpus: Path, built: Path, fake_embedder: HashEmbedder, data_dir: Path
+) -> None:
     before = open_index(built, fake_embedder)
     shutil.copy(data_dir / "papers.csv", small_corpus / "extra.csv")
     fake_embedder.texts_embedded = 0
@@ -86,7 +88,9 @@ class ExplodingEmbedder(HashEmbedder):
         raise KeyboardInterrupt("simulated Ctrl-C in the middle of embedding")
 
 
-def test_interrupted_build_keeps_previous_index(small_corpus: Path, built: Path, fake_embedder: HashEmbedder, data_dir: Path) -> None:
+def test_interrupted_build_keeps_previous_index(
+    small_corpus: Path, built: Path, fake_embedder: HashEmbedder, data_dir: Path
+) -> None:
     manifest_before = read_manifest(built)
     shutil.copy(data_dir / "papers.csv", small_corpus / "extra.csv")
     with pytest.raises(KeyboardInterrupt):
@@ -102,7 +106,9 @@ def test_crash_between_renames_restores_previous(built: Path, fake_embedder: Has
     assert len(index.papers) == 5 and not backup_path(built).exists()
 
 
-def test_stale_temp_dir_from_killed_build_is_removed(small_corpus: Path, built: Path, fake_embedder: HashEmbedder) -> None:
+def test_stale_temp_dir_from_killed_build_is_removed(
+    small_corpus: Path, built: Path, fake_embedder: HashEmbedder
+) -> None:
     stale = built.parent / f".{built.name}.tmp-999999999-abc"
     stale.mkdir()
     (stale / "docstore.json").write_text("{half written")

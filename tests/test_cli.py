@@ -31,7 +31,9 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "usage: rag" in capsys.readouterr().out
 
 
-def test_build_then_search(small_corpus: Path, tmp_path: Path, fake_models: HashEmbedder, capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_then_search(
+    small_corpus: Path, tmp_path: Path, fake_models: HashEmbedder, capsys: pytest.CaptureFixture[str]
+) -> None:
     index = tmp_path / "idx"
     assert main(["build", "--corpus", str(small_corpus), "--index", str(index), "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -46,7 +48,9 @@ def test_build_then_search(small_corpus: Path, tmp_path: Path, fake_models: Hash
     assert out.splitlines()[0].startswith("1. [") and "Lunar Lattices for Protein Folding" in out.splitlines()[0]
 
 
-def test_build_reports_skipped_entries(tmp_path: Path, fake_models: HashEmbedder, data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_reports_skipped_entries(
+    tmp_path: Path, fake_models: HashEmbedder, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     corpus = tmp_path / "c.txt"
     corpus.write_text("Orphan Title\n" + (data_dir / "listing_plain.txt").read_text(), encoding="utf-8")
     assert main(["build", "--corpus", str(corpus), "--index", str(tmp_path / "i"), "--json"]) == 0
@@ -55,7 +59,9 @@ def test_build_reports_skipped_entries(tmp_path: Path, fake_models: HashEmbedder
     assert result["problems"][0]["line"] == 1 and "title with no abstract" in result["problems"][0]["message"]
 
 
-def test_errors_are_messages_not_tracebacks(tmp_path: Path, fake_models: HashEmbedder, capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_are_messages_not_tracebacks(
+    tmp_path: Path, fake_models: HashEmbedder, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["build", "--corpus", str(tmp_path / "missing"), "--index", str(tmp_path / "i")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and "no such file" in err and "Traceback" not in err

@@ -69,7 +69,11 @@ def write(tmp_path: Path, *lines: str) -> Path:
 
 
 def test_gold_loads_titles_and_ids(fake_index, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    text = (data_dir / "gold_small.jsonl").read_text().replace("echo-chambers-in-recommender-systems-a-simulat-ID", ECHO_ID)
+    text = (
+        (data_dir / "gold_small.jsonl")
+        .read_text()
+        .replace("echo-chambers-in-recommender-systems-a-simulat-ID", ECHO_ID)
+    )
     items = load_gold(write(Path(fake_index.index_dir).parent, text), fake_index.papers)
     assert [i.id for i in items] == ["owl-num", "lattice", "echo", "mars"]
     assert items[2].gold_ids == (ECHO_ID,) and not items[3].answerable and items[0].line == 1
@@ -78,8 +82,14 @@ def test_gold_loads_titles_and_ids(fake_index, data_dir: Path) -> None:  # type:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('{"id": "a", "question": "q", "gold_titles": ["No Such Paper"]}', "gold.jsonl:2: gold title(s) match no paper"),
-        ('{"id": "a", "question": "q", "gold_paper_ids": ["nope-1234"]}', "gold.jsonl:2: gold paper id(s) not in the index: nope-1234"),
+        (
+            '{"id": "a", "question": "q", "gold_titles": ["No Such Paper"]}',
+            "gold.jsonl:2: gold title(s) match no paper",
+        ),
+        (
+            '{"id": "a", "question": "q", "gold_paper_ids": ["nope-1234"]}',
+            "gold.jsonl:2: gold paper id(s) not in the index: nope-1234",
+        ),
         ('{"id": "a", "question": ""}', "gold.jsonl:2: field 'question' is missing or empty"),
         ('{"id": "a", "question": "q", "must_include": "12"}', "gold.jsonl:2: field 'must_include' must be a list"),
         ('{"id": "ok", "question": "dup"}', "gold.jsonl:2: duplicate id 'ok'"),
@@ -128,13 +138,26 @@ def fake_reply(messages: Sequence[Message]) -> str:
 @pytest.fixture
 def gold_file(fake_index, data_dir: Path, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
     path = tmp_path / "gold_small.jsonl"
-    path.write_text((data_dir / "gold_small.jsonl").read_text().replace("echo-chambers-in-recommender-systems-a-simulat-ID", ECHO_ID))
+    path.write_text(
+        (data_dir / "gold_small.jsonl")
+        .read_text()
+        .replace("echo-chambers-in-recommender-systems-a-simulat-ID", ECHO_ID)
+    )
     return path
 
 
 def run_eval(fake_index, gold_file: Path, out: Path, configs: list[str], generator: FakeGenerator, **kw):  # type: ignore[no-untyped-def]
     base = get_config({"index_dir": fake_index.index_dir, "min_relevance": 0.05, "top_k": 3})
-    return evaluate(gold_file, configs, out, base=base, embedder=fake_index.embedder, generator_for=lambda cfg: generator, progress=False, **kw)
+    return evaluate(
+        gold_file,
+        configs,
+        out,
+        base=base,
+        embedder=fake_index.embedder,
+        generator_for=lambda cfg: generator,
+        progress=False,
+        **kw,
+    )
 
 
 def test_full_eval_writes_every_report_file(fake_index, gold_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -24,7 +24,14 @@ def parts(tmp_path: Path) -> list[Path]:
 
 def spec_for(parts: list[Path], sha: str | None = None) -> ModelSpec:
     joined = b"".join(p.read_bytes() for p in parts)
-    return ModelSpec("toy", "toy model", ("toy-part1", "toy-part2", "toy-part3"), "1.0", sha or hashlib.sha256(joined).hexdigest(), len(joined))
+    return ModelSpec(
+        "toy",
+        "toy model",
+        ("toy-part1", "toy-part2", "toy-part3"),
+        "1.0",
+        sha or hashlib.sha256(joined).hexdigest(),
+        len(joined),
+    )
 
 
 def test_assemble_joins_verifies_and_reuses(parts: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,7 +46,9 @@ def test_assemble_joins_verifies_and_reuses(parts: list[Path], tmp_path: Path, m
     assert assemble(spec, cache) == path
 
 
-def test_tampered_file_is_rebuilt_from_parts(parts: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tampered_file_is_rebuilt_from_parts(
+    parts: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = spec_for(parts)
     monkeypatch.setattr(llm, "part_paths", lambda s: parts)
     path = assemble(spec, tmp_path)
@@ -47,7 +56,9 @@ def test_tampered_file_is_rebuilt_from_parts(parts: list[Path], tmp_path: Path, 
     assert assemble(spec, tmp_path).read_bytes() == b"".join(p.read_bytes() for p in parts)
 
 
-def test_parts_that_do_not_match_the_pin_are_refused(parts: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parts_that_do_not_match_the_pin_are_refused(
+    parts: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = spec_for(parts, sha="0" * 64)
     monkeypatch.setattr(llm, "part_paths", lambda s: parts)
     with pytest.raises(ModelError, match="not the pinned"):

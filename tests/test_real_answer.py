@@ -15,7 +15,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def default_answerer(real_index) -> Answerer:  # type: ignore[no-untyped-def]
-    return Answerer({"index_dir": real_index.index_dir}, index=real_index, generator=LlamaCppGenerator("qwen2.5-coder-1.5b", n_threads=2))
+    return Answerer(
+        {"index_dir": real_index.index_dir},
+        index=real_index,
+        generator=LlamaCppGenerator("qwen2.5-coder-1.5b", n_threads=2),
+    )
 
 
 def test_tiny_model_streams_through_llama_cpp() -> None:
@@ -30,11 +34,17 @@ def test_tiny_model_streams_through_llama_cpp() -> None:
     ("question", "title", "must_include"),
     [
         ("How many frames does the 8-Calves dataset contain?", "8-Calves Image dataset", "67,760"),
-        ("How much do Equivariant Transformers improve the error rate of ResNet classifiers?", "Equivariant Transformer Networks", "15%"),
+        (
+            "How much do Equivariant Transformers improve the error rate of ResNet classifiers?",
+            "Equivariant Transformer Networks",
+            "15%",
+        ),
         ("What is Matryoshka Representation Learning?", "Matryoshka Representation Learning", ""),
     ],
 )
-def test_default_model_cites_the_right_paper(default_answerer: Answerer, question: str, title: str, must_include: str) -> None:
+def test_default_model_cites_the_right_paper(
+    default_answerer: Answerer, question: str, title: str, must_include: str
+) -> None:
     answer = default_answerer.ask(question)
     assert not answer.refused, answer.raw_text
     assert answer.citations and answer.citations[0].title == title
@@ -50,7 +60,16 @@ def test_question_outside_the_collection_is_refused(default_answerer: Answerer) 
 
 
 def test_cli_ask_end_to_end_with_the_tiny_model(real_index, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    code = main(["ask", "What does a data filtering network do?", "--index", str(Path(real_index.index_dir)), "--model", "smollm2-135m"])
+    code = main(
+        [
+            "ask",
+            "What does a data filtering network do?",
+            "--index",
+            str(Path(real_index.index_dir)),
+            "--model",
+            "smollm2-135m",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "Sources:" in out and "[1] Data Filtering Networks" in out

@@ -22,7 +22,10 @@ def test_real_chunks_fit_the_model_window(real_index, real_embedder) -> None:  #
     [
         ("8-Calves dataset occlusion-rich object detection and identity classification", "8-Calves Image dataset"),
         ("learned filters that curate image-text pairs for training CLIP", "Data Filtering Networks"),
-        ("embedding performance deteriorates on longer texts", "Length-Induced Embedding Collapse in Transformer-based Models"),
+        (
+            "embedding performance deteriorates on longer texts",
+            "Length-Induced Embedding Collapse in Transformer-based Models",
+        ),
     ],
 )
 def test_distinctive_phrase_finds_its_paper_first(real_index, query: str, title: str) -> None:  # type: ignore[no-untyped-def]

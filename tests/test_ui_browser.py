@@ -15,9 +15,19 @@ from rag.answer import Answerer
 from rag.llm import FakeGenerator, Message
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it)")
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-                "--no-first-run", "--disable-component-update", "--disable-sync"]
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it)"
+)
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def free_port() -> int:
@@ -68,7 +78,15 @@ def fake_app(small_corpus: Path, tmp_path: Path, fake_embedder, data_dir: Path) 
     from ui.app import build_app
 
     shutil.copy(data_dir / "listing_hostile.txt", small_corpus)
-    cfg = get_config({"index_dir": tmp_path / "index", "corpus": [small_corpus], "progress": False, "min_relevance": 0.05, "top_k": 3})
+    cfg = get_config(
+        {
+            "index_dir": tmp_path / "index",
+            "corpus": [small_corpus],
+            "progress": False,
+            "min_relevance": 0.05,
+            "top_k": 3,
+        }
+    )
     build_index(cfg, embedder=fake_embedder)
     answerer = Answerer(cfg, index=open_index(cfg.index_dir, fake_embedder), generator=SlowFake(reply))
     url, app = serve(build_app(cfg, lambda model: answerer, models=["fake"]))

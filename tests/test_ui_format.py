@@ -77,7 +77,9 @@ def test_friendly_errors_have_no_traceback() -> None:
 def test_respond_streams_evidence_then_text_then_verified_answer(fake_index) -> None:  # type: ignore[no-untyped-def]
     gen = FakeGenerator("OwlSet has 12,000 thermal images of animals at night [2].")
     answerer = Answerer({"min_relevance": 0.05}, index=fake_index, generator=gen)
-    steps = list(respond(lambda m: answerer, "How many thermal images are in OwlSet?", [], [], 3, "hybrid", False, "fake"))
+    steps = list(
+        respond(lambda m: answerer, "How many thermal images are in OwlSet?", [], [], 3, "hybrid", False, "fake")
+    )
     chats = [s[0] for s in steps]
     assert chats[0][-1]["content"] == "_Searching the papers…_"
     evidence_step = next(i for i, s in enumerate(steps) if "Source 1" in s[1])
@@ -90,7 +92,11 @@ def test_respond_streams_evidence_then_text_then_verified_answer(fake_index) -> 
 
 
 def test_respond_turns_errors_into_messages(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    answerer = Answerer({"index_dir": tmp_path / "none"}, embedder=__import__("rag.models").models.HashEmbedder(), generator=FakeGenerator("x"))
+    answerer = Answerer(
+        {"index_dir": tmp_path / "none"},
+        embedder=__import__("rag.models").models.HashEmbedder(),
+        generator=FakeGenerator("x"),
+    )
     steps = list(respond(lambda m: answerer, "anything?", [], [], 4, "hybrid", False, "fake"))
     assert "There is no index yet" in steps[-1][0][-1]["content"] and steps[-1][2] == "error"
     empty = list(respond(lambda m: answerer, "   ", [], [], 4, "hybrid", False, "fake"))

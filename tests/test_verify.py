@@ -20,14 +20,23 @@ def source(n: int, title: str, *sentences: str) -> Source:
 
 
 SOURCES = [
-    source(1, "Deep Interest Network for Click-Through Rate Prediction",
-           "DIN adaptively learns the representation of user interests from historical behaviors.",
-           "Experiments on two public datasets and an Alibaba production dataset show that DIN outperforms baselines."),
-    source(2, "Data Filtering Networks",
-           "We study learning a data filtering network (DFN) to filter a large uncurated dataset.",
-           "We release a new 2 billion example dataset DFN-2B."),
-    source(3, "BM-6B: Billion-scale Image-Text Pairs",
-           "BM-6B contains over 6 billion image-text pairs collected from the web."),
+    source(
+        1,
+        "Deep Interest Network for Click-Through Rate Prediction",
+        "DIN adaptively learns the representation of user interests from historical behaviors.",
+        "Experiments on two public datasets and an Alibaba production dataset show that DIN outperforms baselines.",
+    ),
+    source(
+        2,
+        "Data Filtering Networks",
+        "We study learning a data filtering network (DFN) to filter a large uncurated dataset.",
+        "We release a new 2 billion example dataset DFN-2B.",
+    ),
+    source(
+        3,
+        "BM-6B: Billion-scale Image-Text Pairs",
+        "BM-6B contains over 6 billion image-text pairs collected from the web.",
+    ),
 ]
 
 
@@ -86,8 +95,10 @@ def test_out_of_range_citation_is_dropped_and_counted(verifier: Verifier) -> Non
 
 
 def test_renumbering_follows_first_use(verifier: Verifier) -> None:
-    raw = ("BM-6B contains over 6 billion image-text pairs collected from the web [3]. "
-           "DIN learns the representation of user interests from historical behaviors [1].")
+    raw = (
+        "BM-6B contains over 6 billion image-text pairs collected from the web [3]. "
+        "DIN learns the representation of user interests from historical behaviors [1]."
+    )
     v = verifier.verify(raw, SOURCES)
     assert [c.n for c in v.citations] == [1, 2]
     assert [c.paper_id for c in v.citations] == ["p3", "p1"]
@@ -116,8 +127,12 @@ def test_refusal_sentence_is_recognised(verifier: Verifier) -> None:
 
 @pytest.mark.parametrize(
     "sentence",
-    ["The sources do not answer this question.", "The provided sources don't mention the GPU.",
-     "This is not mentioned in the abstracts.", "I cannot answer that."],
+    [
+        "The sources do not answer this question.",
+        "The provided sources don't mention the GPU.",
+        "This is not mentioned in the abstracts.",
+        "I cannot answer that.",
+    ],
 )
 def test_refusal_wordings(sentence: str) -> None:
     assert is_refusal(sentence)

@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from rag.answer import AnswerEvent, Answerer, EvidenceEvent, QuestionError, TokenEvent
+from rag.answer import Answerer, AnswerEvent, EvidenceEvent, QuestionError, TokenEvent
 from rag.config import RETRIEVAL_MODES, RagConfig
 from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, ModelError, RagError
 from rag.llm import KNOWN_MODELS
@@ -93,6 +93,7 @@ def respond(
     model: str,
 ) -> Iterator[tuple[Any, ...]]:
     """The streaming handler: yields (chat, evidence, status, copy text, history, textbox)."""
+
     def snap() -> list[dict[str, Any]]:  # each yield gets its own copy of the messages
         return [dict(m) for m in chat]
 
@@ -105,11 +106,17 @@ def respond(
     try:
         answerer = factory(model)
         raw = ""
-        for event in answerer.stream(message or "", history or None, top_k=int(top_k), retrieval_mode=mode, strict=bool(strict)):
+        for event in answerer.stream(
+            message or "", history or None, top_k=int(top_k), retrieval_mode=mode, strict=bool(strict)
+        ):
             if isinstance(event, EvidenceEvent):
                 evidence = evidence_html(event.sources, event.retrieved)
                 took = event.timings.get("to_evidence", event.timings.get("retrieve", 0.0))
-                phase = f"evidence ready in {took:.1f} s · the model is reading it…" if event.sources else "checking relevance…"
+                phase = (
+                    f"evidence ready in {took:.1f} s · the model is reading it…"
+                    if event.sources
+                    else "checking relevance…"
+                )
                 chat[-1]["content"] = "_Reading the evidence…_" if event.sources else "_Checking…_"
                 yield snap(), evidence, phase, "", history, ""
             elif isinstance(event, TokenEvent):
@@ -129,7 +136,9 @@ def respond(
         yield snap(), evidence, "error", "", history, ""
 
 
-def build_app(config: RagConfig, factory: AnswererFactory | None = None, *, models: list[str] | None = None) -> gr.Blocks:
+def build_app(
+    config: RagConfig, factory: AnswererFactory | None = None, *, models: list[str] | None = None
+) -> gr.Blocks:
     """The Blocks app; ``factory`` maps a model name to an ``Answerer`` (tests pass fakes)."""
     get_answerer = factory or default_factory(config)
     choices = models or list(dict.fromkeys([config.model, *KNOWN_MODELS]))
@@ -144,23 +153,44 @@ def build_app(config: RagConfig, factory: AnswererFactory | None = None, *, mode
             with gr.Column(scale=3):
                 chat = gr.Chatbot(label="Answers", height=520, elem_id="chat", buttons=["copy"], sanitize_html=True)
                 with gr.Row():
-                    box = gr.Textbox(placeholder="Ask about the papers… (Enter to send)", show_label=False, scale=5, elem_id="question", max_length=5000)
+                    box = gr.Textbox(
+                        placeholder="Ask about the papers… (Enter to send)",
+                        show_label=False,
+                        scale=5,
+                        elem_id="question",
+                        max_length=5000,
+                    )
                     send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
                     clear = gr.Button("New chat", scale=1, elem_id="clear")
                 status = gr.Markdown("", elem_id="status")
                 gr.Examples(EXAMPLES, inputs=box, label="Examples", cache_examples=False)
                 with gr.Accordion("Settings", open=False, elem_id="settings"):
-                    top_k = gr.Slider(1, 8, value=config.top_k, step=1, label="Papers given to the model (top-k)", elem_id="topk")
-                    mode = gr.Radio(list(RETRIEVAL_MODES), value=config.retrieval_mode, label="Retrieval", elem_id="mode")
-                    strict = gr.Checkbox(value=config.strict, label="Strict: drop sentences no source supports", elem_id="strict")
-                    model = gr.Dropdown(choices, value=config.model if config.model in choices else choices[0], label="Model", elem_id="model")
+                    top_k = gr.Slider(
+                        1, 8, value=config.top_k, step=1, label="Papers given to the model (top-k)", elem_id="topk"
+                    )
+                    mode = gr.Radio(
+                        list(RETRIEVAL_MODES), value=config.retrieval_mode, label="Retrieval", elem_id="mode"
+                    )
+                    strict = gr.Checkbox(
+                        value=config.strict, label="Strict: drop sentences no source supports", elem_id="strict"
+                    )
+                    model = gr.Dropdown(
+                        choices,
+                        value=config.model if config.model in choices else choices[0],
+                        label="Model",
+                        elem_id="model",
+                    )
                 with gr.Accordion("Copy answer with references", open=False, elem_id="copybox"):
-                    copy = gr.Textbox(show_label=False, lines=6, buttons=["copy"], interactive=False, elem_id="copytext")
+                    copy = gr.Textbox(
+                        show_label=False, lines=6, buttons=["copy"], interactive=False, elem_id="copytext"
+                    )
             with gr.Column(scale=2):
                 gr.Markdown("### Evidence")
                 evidence = gr.HTML(evidence_html((), ()), elem_id="evidence")
 
-        def handler(message: str, chat_v: list[dict[str, Any]], hist: list[Answer], k: int, m: str, s: bool, mdl: str) -> Iterator[tuple[Any, ...]]:
+        def handler(
+            message: str, chat_v: list[dict[str, Any]], hist: list[Answer], k: int, m: str, s: bool, mdl: str
+        ) -> Iterator[tuple[Any, ...]]:
             yield from respond(get_answerer, message, chat_v, hist, k, m, s, mdl)
 
         outputs = [chat, evidence, status, copy, history, box]

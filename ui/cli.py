@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
-from typing import Any
 
-from rag.cli import add_index_argument
+from rag.cli import add_index_argument, config_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -22,16 +21,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rag.config import get_config
     from rag.store import read_manifest
     from ui.app import CSS, build_app, default_factory
 
-    overrides: dict[str, Any] = {}
-    if args.index:
-        overrides["index_dir"] = args.index
-    if args.model:
-        overrides["model"] = args.model
-    cfg = get_config(overrides)
+    cfg = config_from_args(args, index_dir="index", model="model")
     read_manifest(cfg.index_dir)  # a missing index is reported now, with how to build it
     factory = default_factory(cfg)
 

@@ -47,7 +47,9 @@ def answer_markdown(answer: Answer) -> str:
             parts.append(f"⚠️ _{body}_ **[not supported by the sources]**")
     lines = [" ".join(parts), "", "**References**", ""]
     for c in answer.citations:
-        lines.append(f"{c.n}. <a id=\"ref-{c.n}\"></a>**{escape_md(c.title)}** <sub>({escape_md(', '.join(c.sources))})</sub>")
+        lines.append(
+            f'{c.n}. <a id="ref-{c.n}"></a>**{escape_md(c.title)}** <sub>({escape_md(", ".join(c.sources))})</sub>'
+        )
         for sentence in c.evidence:
             lines.append(f"    > “{escape_md(sentence)}”")
     return "\n".join(lines)
@@ -65,7 +67,7 @@ def plain_text(answer: Answer) -> str:
     lines = [answer.text, "", "References:"]
     for c in answer.citations:
         lines.append(f"[{c.n}] {c.title} ({', '.join(c.sources)})")
-        lines += [f"    \"{e}\"" for e in c.evidence]
+        lines += [f'    "{e}"' for e in c.evidence]
     if any(not s.supported for s in answer.sentences):
         lines += ["", f"{UNSUPPORTED_MARK} marks a sentence that no source supports."]
     return "\n".join(lines)
@@ -115,14 +117,22 @@ def status_line(answer: Answer | None, *, phase: str = "") -> str:
         return phase
     t = answer.timings
     parts = []
-    for key, label in (("retrieve", "retrieval"), ("to_evidence", "evidence"), ("first_token", "first token"), ("total", "total")):
+    for key, label in (
+        ("retrieve", "retrieval"),
+        ("to_evidence", "evidence"),
+        ("first_token", "first token"),
+        ("total", "total"),
+    ):
         if key in t:
             parts.append(f"{label} {t[key]:.1f} s")
     if "tokens_per_s" in t:
         parts.append(f"{t['tokens_per_s']:.1f} tokens/s")
     if answer.prompt_tokens:
         parts.append(f"prompt {answer.prompt_tokens} tokens")
-    verdict = "refused" if answer.refused else f"{sum(s.supported for s in answer.sentences)}/{len(answer.sentences)} sentences verified"
+    verdict = (
+        "refused"
+        if answer.refused
+        else f"{sum(s.supported for s in answer.sentences)}/{len(answer.sentences)} sentences verified"
+    )
     model = answer.model.replace("`", "'")  # inside a code span nothing else needs escaping
     return f"{verdict} · " + " · ".join(parts) + f" · model `{model}`"
-
