@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import statistics
 import sys
 from collections.abc import Sequence
@@ -140,8 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown(summary, args.model)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"answering-{date.today().isoformat()}-{args.model.replace('/', '_')}"
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     (args.out / f"{stem}.json").write_text(
-        json.dumps({"model": args.model, "summary": summary, "rows": rows}, indent=2) + "\n"
+        json.dumps({"model": args.model, "summary": summary, "peak_rss_mb": peak_rss_mb, "rows": rows}, indent=2) + "\n"
     )
     (args.out / f"{stem}.md").write_text(table + "\n")
     print(table)

@@ -28,6 +28,7 @@ from index_build.chunking import Chunker, ChunkTooLongError, chunking_settings
 from index_build.corpus import CorpusReport, Problem, read_corpus
 from rag.config import RagConfig, get_config
 from rag.errors import IndexCorruptError, IndexNotFoundError
+from rag.faiss_index import choose_index_type, make_index
 from rag.models import Embedder, load_embedder
 from rag.store import (
     EMBED_CACHE,
@@ -62,6 +63,7 @@ class BuildResult:
     corpus: CorpusReport
     problems: tuple[Problem, ...] = ()
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    index_type: str = "flat"  # the FAISS index type in use
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +78,7 @@ class BuildResult:
             "corpus": self.corpus.to_dict(),
             "problems": [p.to_dict() for p in self.problems],
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+            "index_type": self.index_type,
         }
 
 
@@ -154,6 +157,7 @@ def build_index(
             size_bytes=dir_size(index_dir),
             corpus=report,
             problems=tuple(problems),
+            index_type=str((old_manifest.get("faiss") or {}).get("type", "flat")),
         )
 
     watch.start("chunk")
@@ -194,9 +198,10 @@ def build_index(
     tmp = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.tmp-{os.getpid()}-", dir=index_dir.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the index should not be
     try:
-        _write_index(tmp, kept, chunks, matrix, keys, embedder)
+        faiss_params = _write_index(tmp, kept, chunks, matrix, keys, embedder, cfg.index_type)
         manifest = {
             **settings,
+            "faiss": faiss_params,
             "corpus_hash": digest,
             "corpus": {
                 "files": list(report.files),
@@ -227,6 +232,7 @@ def build_index(
         corpus=report,
         problems=tuple(problems),
         stage_seconds=dict(watch.seconds),
+        index_type=str(faiss_params["type"]),
     )
     logger.info(
         "built index %s: %d papers, %d chunks (%d embedded)", index_dir, result.papers, result.chunks, result.embedded
@@ -241,9 +247,12 @@ def _write_index(
     matrix: np.ndarray,
     keys: list[str],
     embedder: Embedder,
-) -> None:
-    """Persist the llama-index storage (docstore + FAISS), papers and the embedding cache."""
-    import faiss
+    index_type: str,
+) -> dict[str, Any]:
+    """Persist the llama-index storage (docstore + FAISS), papers and the embedding cache.
+
+    Returns the FAISS index type in use and its parameters, for the manifest.
+    """
     from llama_index.core import StorageContext, VectorStoreIndex
     from llama_index.core.schema import TextNode
     from llama_index.vector_stores.faiss import FaissVectorStore
@@ -265,12 +274,14 @@ def _write_index(
                 embedding=vector.tolist(),
             )
         )
-    vector_store = FaissVectorStore(faiss_index=faiss.IndexFlatIP(embedder.dimension))
+    faiss_index, params = make_index(choose_index_type(index_type, len(chunks)), embedder.dimension, matrix)
+    vector_store = FaissVectorStore(faiss_index=faiss_index)
     storage = StorageContext.from_defaults(vector_store=vector_store)
     VectorStoreIndex(nodes, storage_context=storage, embed_model=EmbedderAdapter(embedder), show_progress=False)
     storage.persist(persist_dir=str(out))
     write_papers(out / PAPERS, papers)
     write_embedding_cache(out, embedder.name, keys, matrix)
+    return params
 
 
 class _Stopwatch:

@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_index_argument(p)
     p.add_argument("--force", action="store_true", help="rebuild and re-embed everything even if up to date")
+    p.add_argument(
+        "--index-type",
+        choices=("auto", "flat", "hnsw", "ivf"),
+        default=None,
+        help="FAISS index: auto (default: exact up to 50k chunks, HNSW to 500k, then IVF), flat, hnsw or ivf",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -36,7 +42,7 @@ def peak_rss_mb() -> float:
 def run(args: argparse.Namespace) -> int:
     from index_build.build import build_index
 
-    cfg = config_from_args(args, corpus="corpus", index_dir="index")
+    cfg = config_from_args(args, corpus="corpus", index_dir="index", index_type="index_type")
     if args.no_progress:
         cfg = cfg.replace(progress=False)
     result = build_index(cfg, force=args.force)

@@ -47,8 +47,9 @@ class RagConfig:
     # Token overlap between consecutive chunks of one abstract; 0 because evidence is
     # selected per sentence later, so overlap would only duplicate sentences.
     chunk_overlap: int = 0
-    # FAISS index type: "flat" (exact inner product) is right for tens of thousands of chunks.
-    index_type: str = "flat"
+    # FAISS index: "auto" (exact up to 50k chunks, then HNSW, IVF beyond 500k), "flat" (exact),
+    # "hnsw" or "ivf" (approximate). The type in use is recorded in the manifest.
+    index_type: str = "auto"
     # Show progress bars on long work (they are also off when stderr is not a terminal).
     progress: bool = True
 
@@ -92,8 +93,8 @@ class RagConfig:
             raise ConfigError(f"embed_batch_size must be >= 1, got {self.embed_batch_size}")
         if self.chunk_overlap < 0:
             raise ConfigError(f"chunk_overlap must be >= 0, got {self.chunk_overlap}")
-        if self.index_type not in ("flat",):
-            raise ConfigError(f"index_type must be 'flat', got {self.index_type!r}")
+        if self.index_type not in ("auto", "flat", "hnsw", "ivf"):
+            raise ConfigError(f"index_type must be one of auto, flat, hnsw, ivf; got {self.index_type!r}")
         if self.retrieval_mode not in RETRIEVAL_MODES:
             raise ConfigError(
                 f"retrieval_mode must be one of {', '.join(RETRIEVAL_MODES)}, got {self.retrieval_mode!r}"

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
+from rag.faiss_index import tune
 from rag.models import Embedder
 from rag.types import Chunk, Paper, ScoredChunk
 
@@ -232,6 +233,7 @@ def open_index(index_dir: str | Path, embedder: Embedder) -> RagIndex:
             raise IndexCorruptError(f"{index_dir} lacks {name}: run `rag build --force`")
     try:
         vector_store = FaissVectorStore.from_persist_dir(str(index_dir))
+        tune(vector_store.client, manifest.get("faiss") or {"type": "flat"})
         storage = StorageContext.from_defaults(vector_store=vector_store, persist_dir=str(index_dir))
         vector_index = load_index_from_storage(storage, embed_model=EmbedderAdapter(embedder))
     except Exception as exc:  # faiss and llama-index raise many types for damaged files

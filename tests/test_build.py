@@ -174,3 +174,30 @@ def test_empty_corpus_builds_nothing(tmp_path: Path, fake_embedder: HashEmbedder
     with pytest.raises(CorpusError):
         build_index(config(corpus, tmp_path / "index"), embedder=fake_embedder)
     assert not (tmp_path / "index").exists()
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
+def test_index_types_build_reopen_and_search(small_corpus: Path, tmp_path: Path, fake_embedder: HashEmbedder, index_type: str) -> None:
+    index_dir = tmp_path / index_type
+    result = build_index({**config(small_corpus, index_dir), "index_type": index_type}, embedder=fake_embedder)
+    assert result.index_type == index_type
+    index = open_index(index_dir, fake_embedder)
+    assert index.manifest["faiss"]["type"] == index_type and index.manifest["index_type"] == index_type
+    hits = index.dense_search("thermal images of animals at night OwlSet", 3)
+    assert hits[0].chunk.title.startswith("Tiny Owls")
+    first = hits[0].chunk.chunk_id
+    assert index.chunk_vectors([first]).shape == (1, 64)  # stored vectors can be read back
+
+
+def test_auto_index_type_follows_collection_size() -> None:
+    from rag.faiss_index import FLAT_MAX, HNSW_MAX, choose_index_type
+
+    assert choose_index_type("auto", 10) == "flat"
+    assert choose_index_type("auto", FLAT_MAX + 1) == "hnsw"
+    assert choose_index_type("auto", HNSW_MAX + 1) == "ivf"
+    assert choose_index_type("ivf", 10) == "ivf"
+
+
+def test_changing_the_index_type_rebuilds(small_corpus: Path, built: Path, fake_embedder: HashEmbedder) -> None:
+    result = build_index({**config(small_corpus, built), "index_type": "hnsw"}, embedder=fake_embedder)
+    assert result.status == "built" and result.index_type == "hnsw" and result.embedded == 0

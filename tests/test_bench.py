@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import numpy as np
+
+from bench.cli import markdown
+from bench.retrieval import measure as measure_retrieval
+from bench.retrieval import queries
+from bench.scale import DIM, measure, synthetic
+
+
+def test_synthetic_vectors_are_unit_and_clustered() -> None:
+    data, centres = synthetic(3000, seed=1)
+    assert data.shape == (3000, DIM) and np.allclose(np.linalg.norm(data, axis=1), 1.0, atol=1e-5)
+    nearest = (data[:200] @ centres.T).max(axis=1)
+    assert nearest.mean() > 0.5  # each vector sits near a centre, as real embeddings cluster by topic
+
+
+def test_scale_rows_compare_against_exact() -> None:
+    rows = measure(4000, queries=30)
+    kinds = {r["index"]: r for r in rows}
+    assert set(kinds) == {"flat", "hnsw", "ivf"}
+    assert kinds["flat"]["recall@10"] == 1.0
+    assert 0.5 <= kinds["hnsw"]["recall@10"] <= 1.0 and 0.3 <= kinds["ivf"]["recall@10"] <= 1.0
+    assert all(r["p95_ms"] >= r["p50_ms"] > 0 and r["build_s"] > 0 for r in rows)
+
+
+def test_query_set_is_a_few_hundred_distinct_queries() -> None:
+    qs = queries()
+    assert 200 <= len(qs) <= 300 and len(set(qs)) == len(qs)
+
+
+def test_retrieval_measure_on_a_small_index(fake_index) -> None:  # type: ignore[no-untyped-def]
+    out = measure_retrieval(fake_index, n_queries=20)
+    assert "llama-index as_retriever() (baseline)" in out and "hybrid (dense + BM25, RRF, per paper)" in out
+    assert all(v["queries"] == 20 and v["p95_ms"] >= v["p50_ms"] > 0 for v in out.values())
+
+
+def test_markdown_report_states_ratios() -> None:
+    build = {"wall_s": 100.0, "seconds": 90.0, "embedded": 900, "peak_rss_mb": 900.0, "size_bytes": 6e6,
+             "stage_seconds": {"embed": 80.0}, "papers": 591, "chunks": 929, "index_type": "flat"}
+    results = {
+        "date": "2026-01-01",
+        "machine": "test",
+        "build": {"cold": build, "warm": {**build, "wall_s": 4.0, "embedded": 0}, "add_10_papers": {**build, "wall_s": 10.0, "embedded": 16}},
+        "scale": [
+            {"vectors": 1000, "index": "flat", "build_s": 0.1, "index_mb": 1.5, "p50_ms": 2.0, "p95_ms": 3.0, "recall@10": 1.0},
+            {"vectors": 1000, "index": "hnsw", "build_s": 0.5, "index_mb": 2.0, "p50_ms": 0.5, "p95_ms": 0.8, "recall@10": 0.97},
+        ],
+    }
+    md = markdown(results)
+    assert "| warm (no change) | 4.0 | 0 |" in md and "0.040x" in md
+    assert "| 1,000 | hnsw | 0.5 | 2 | 0.50 | 0.80 | 0.970 | 0.250x |" in md
