@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Keep pip's cache (default location) so compiled wheels are built once per machine.
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: run ask test test-fast build eval bench-answering browser install install-test clean
+.PHONY: run ask test test-fast build eval bench bench-answering browser install install-test clean
 
 QUESTION ?= How much do Equivariant Transformers improve the error rate of ResNet classifiers?
 
@@ -39,6 +39,11 @@ browser:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 	  || echo "warning: could not install chromium (not root?); the browser tests will be skipped"; }
+
+# Speed, memory and scale against same-run baselines (~25 min on 2 cores); writes bench/results/.
+bench: install
+	$(BIN)/rag build
+	$(BIN)/rag bench
 
 # Answer speed and citation quality of the product against the naive pipeline (~10 min).
 bench-answering: install

@@ -23,7 +23,9 @@ STEPS = ("build", "retrieval", "answering", "scale")
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="measure build, retrieval, answering and scale against baselines")
-    p.add_argument("--out", type=Path, default=Path("bench") / "results", help="results directory (default bench/results)")
+    p.add_argument(
+        "--out", type=Path, default=Path("bench") / "results", help="results directory (default bench/results)"
+    )
     p.add_argument("--only", action="append", choices=STEPS, default=None, help="run only these steps (repeatable)")
     p.add_argument("--scale-sizes", default="10000,100000,1000000", help="synthetic collection sizes (comma-separated)")
     p.add_argument("--models", default="qwen2.5-coder-1.5b,qwen2.5-coder-0.5b", help="models for the answering step")
@@ -55,7 +57,9 @@ def bench_build(corpus: Path) -> dict[str, Any]:
         papers, _ = read_corpus([corpus])
         with (work / "corpus" / "added.jsonl").open("w", encoding="utf-8") as fh:
             for i, paper in enumerate(papers[:10]):  # new titles, so new papers with new chunks
-                fh.write(json.dumps({"title": f"Benchmark addition {i}: {paper.title}", "abstract": paper.abstract}) + "\n")
+                fh.write(
+                    json.dumps({"title": f"Benchmark addition {i}: {paper.title}", "abstract": paper.abstract}) + "\n"
+                )
         added = _rag(*common)
         return {"cold": cold, "warm": warm, "add_10_papers": added}
     finally:
@@ -88,25 +92,44 @@ def markdown(results: dict[str, Any]) -> str:
     if "build" in results:
         b = results["build"]
         cold, warm, add = b["cold"], b["warm"], b["add_10_papers"]
-        lines += ["## Build (bundled corpus)", "", "| run | seconds | embedded | chunks/s | peak RSS (MB) | index (MB) | vs cold |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Build (bundled corpus)",
+            "",
+            "| run | seconds | embedded | chunks/s | peak RSS (MB) | index (MB) | vs cold |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, r in (("cold", cold), ("warm (no change)", warm), ("after adding 10 papers", add)):
             chunks_s = r["embedded"] / r["seconds"] if r["embedded"] else None
             lines.append(
                 f"| {name} | {r['wall_s']:.1f} | {r['embedded']} | {_f(chunks_s)} | {r['peak_rss_mb']:.0f} | {r['size_bytes'] / 1e6:.1f} | {r['wall_s'] / cold['wall_s']:.3f}x |"
             )
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in cold["stage_seconds"].items())
-        lines += ["", f"Cold build stages: {stages}; {cold['papers']} papers, {cold['chunks']} chunks, {cold['index_type']} index.", ""]
+        lines += [
+            "",
+            f"Cold build stages: {stages}; {cold['papers']} papers, {cold['chunks']} chunks, {cold['index_type']} index.",
+            "",
+        ]
     if "retrieval" in results:
         r = results["retrieval"]
         base = r["llama-index as_retriever() (baseline)"]
-        lines += ["## Retrieval (bundled index, one query at a time, query embedding included)", "", "| method | queries | p50 (ms) | p95 (ms) | p50 vs baseline |", "|---|---|---|---|---|"]
+        lines += [
+            "## Retrieval (bundled index, one query at a time, query embedding included)",
+            "",
+            "| method | queries | p50 (ms) | p95 (ms) | p50 vs baseline |",
+            "|---|---|---|---|---|",
+        ]
         for name, v in r.items():
-            lines.append(f"| {name} | {v['queries']} | {v['p50_ms']:.1f} | {v['p95_ms']:.1f} | {v['p50_ms'] / base['p50_ms']:.2f}x |")
+            lines.append(
+                f"| {name} | {v['queries']} | {v['p50_ms']:.1f} | {v['p95_ms']:.1f} | {v['p50_ms'] / base['p50_ms']:.2f}x |"
+            )
         lines.append("")
     if "answering" in results:
-        lines += ["## Answering (product vs naive: top-4 whole abstracts, same model, same run)", "",
-                  "| model | config | prompt tokens | first evidence (s) | first token (s) | total (s) | tokens/s | gold cited | peak RSS (MB) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Answering (product vs naive: top-4 whole abstracts, same model, same run)",
+            "",
+            "| model | config | prompt tokens | first evidence (s) | first token (s) | total (s) | tokens/s | gold cited | peak RSS (MB) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for model, data in results["answering"].items():
             for cfg in ("default", "naive"):
                 s = data["summary"][cfg]
@@ -115,11 +138,17 @@ def markdown(results: dict[str, Any]) -> str:
                 )
             d, n = data["summary"]["default"], data["summary"]["naive"]
             if d["first_token"] and n["first_token"]:
-                lines.append(f"| {model} | naive / default | {n['prompt_tokens'] / d['prompt_tokens']:.2f}x | | {n['first_token'] / d['first_token']:.2f}x | {n['total'] / d['total']:.2f}x | | | |")
+                lines.append(
+                    f"| {model} | naive / default | {n['prompt_tokens'] / d['prompt_tokens']:.2f}x | | {n['first_token'] / d['first_token']:.2f}x | {n['total'] / d['total']:.2f}x | | | |"
+                )
         lines.append("")
     if "scale" in results:
-        lines += ["## Scale (synthetic clustered unit vectors, dimension 384; see bench/scale.py)", "",
-                  "| vectors | index | build (s) | size (MB) | p50 (ms) | p95 (ms) | recall@10 vs exact | p50 vs exact |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Scale (synthetic clustered unit vectors, dimension 384; see bench/scale.py)",
+            "",
+            "| vectors | index | build (s) | size (MB) | p50 (ms) | p95 (ms) | recall@10 vs exact | p50 vs exact |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for row in results["scale"]:
             exact = next(r for r in results["scale"] if r["vectors"] == row["vectors"] and r["index"] == "flat")
             lines.append(
@@ -207,7 +236,9 @@ def run(args: argparse.Namespace) -> int:
     stem = f"bench-{results['date']}"
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     table = markdown(results)
-    (args.out / f"{stem}.md").write_text(table + f"\nTotal benchmark time: {results['seconds'] / 60:.1f} min.\n", encoding="utf-8")
+    (args.out / f"{stem}.md").write_text(
+        table + f"\nTotal benchmark time: {results['seconds'] / 60:.1f} min.\n", encoding="utf-8"
+    )
     plot(results, args.out)
     print(table)
     print(f"\n({results['seconds'] / 60:.1f} min; results in {args.out}/{stem}.*)")

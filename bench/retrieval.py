@@ -26,7 +26,9 @@ def queries(limit: int = 300) -> list[str]:
         out += [
             q,
             q.lower(),
-            " ".join(w for w in words if w.lower() not in {"what", "which", "how", "does", "do", "is", "the", "a", "of"}),
+            " ".join(
+                w for w in words if w.lower() not in {"what", "which", "how", "does", "do", "is", "the", "a", "of"}
+            ),
             " ".join(words[: max(3, len(words) // 2)]),
             " ".join(reversed(words)),
             q + " Please cite the paper.",

@@ -48,7 +48,9 @@ def _latencies(index: Any, queries: np.ndarray, k: int) -> tuple[list[float], np
     return times, np.stack(found)
 
 
-def measure(n: int, kinds: tuple[str, ...] = ("flat", "hnsw", "ivf"), queries: int = 200, k: int = 10) -> list[dict[str, Any]]:
+def measure(
+    n: int, kinds: tuple[str, ...] = ("flat", "hnsw", "ivf"), queries: int = 200, k: int = 10
+) -> list[dict[str, Any]]:
     """One row per index type for a collection of ``n`` synthetic vectors."""
     import faiss
 

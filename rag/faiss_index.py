@@ -48,7 +48,12 @@ def make_index(index_type: str, dimension: int, vectors: np.ndarray) -> tuple[An
         index = faiss.IndexHNSWFlat(dimension, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         index.hnsw.efSearch = HNSW_EF_SEARCH
-        return index, {"type": "hnsw", "M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH}
+        return index, {
+            "type": "hnsw",
+            "M": HNSW_M,
+            "ef_construction": HNSW_EF_CONSTRUCTION,
+            "ef_search": HNSW_EF_SEARCH,
+        }
     if index_type == "ivf":
         nlist = ivf_lists(len(vectors))
         quantizer = faiss.IndexFlatIP(dimension)

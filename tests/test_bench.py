@@ -36,15 +36,44 @@ def test_retrieval_measure_on_a_small_index(fake_index) -> None:  # type: ignore
 
 
 def test_markdown_report_states_ratios() -> None:
-    build = {"wall_s": 100.0, "seconds": 90.0, "embedded": 900, "peak_rss_mb": 900.0, "size_bytes": 6e6,
-             "stage_seconds": {"embed": 80.0}, "papers": 591, "chunks": 929, "index_type": "flat"}
+    build = {
+        "wall_s": 100.0,
+        "seconds": 90.0,
+        "embedded": 900,
+        "peak_rss_mb": 900.0,
+        "size_bytes": 6e6,
+        "stage_seconds": {"embed": 80.0},
+        "papers": 591,
+        "chunks": 929,
+        "index_type": "flat",
+    }
     results = {
         "date": "2026-01-01",
         "machine": "test",
-        "build": {"cold": build, "warm": {**build, "wall_s": 4.0, "embedded": 0}, "add_10_papers": {**build, "wall_s": 10.0, "embedded": 16}},
+        "build": {
+            "cold": build,
+            "warm": {**build, "wall_s": 4.0, "embedded": 0},
+            "add_10_papers": {**build, "wall_s": 10.0, "embedded": 16},
+        },
         "scale": [
-            {"vectors": 1000, "index": "flat", "build_s": 0.1, "index_mb": 1.5, "p50_ms": 2.0, "p95_ms": 3.0, "recall@10": 1.0},
-            {"vectors": 1000, "index": "hnsw", "build_s": 0.5, "index_mb": 2.0, "p50_ms": 0.5, "p95_ms": 0.8, "recall@10": 0.97},
+            {
+                "vectors": 1000,
+                "index": "flat",
+                "build_s": 0.1,
+                "index_mb": 1.5,
+                "p50_ms": 2.0,
+                "p95_ms": 3.0,
+                "recall@10": 1.0,
+            },
+            {
+                "vectors": 1000,
+                "index": "hnsw",
+                "build_s": 0.5,
+                "index_mb": 2.0,
+                "p50_ms": 0.5,
+                "p95_ms": 0.8,
+                "recall@10": 0.97,
+            },
         ],
     }
     md = markdown(results)

@@ -177,7 +177,9 @@ def test_empty_corpus_builds_nothing(tmp_path: Path, fake_embedder: HashEmbedder
 
 
 @pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
-def test_index_types_build_reopen_and_search(small_corpus: Path, tmp_path: Path, fake_embedder: HashEmbedder, index_type: str) -> None:
+def test_index_types_build_reopen_and_search(
+    small_corpus: Path, tmp_path: Path, fake_embedder: HashEmbedder, index_type: str
+) -> None:
     index_dir = tmp_path / index_type
     result = build_index({**config(small_corpus, index_dir), "index_type": index_type}, embedder=fake_embedder)
     assert result.index_type == index_type
