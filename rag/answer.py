@@ -188,7 +188,8 @@ class Answerer:
             timings["rewrite"] = time.perf_counter() - start
 
         t = time.perf_counter()
-        retrieved = tuple(self.retriever.search(standalone, cfg.top_k, cfg.retrieval_mode))
+        q_vector = self.index.query_vector(standalone)  # embedded once, for retrieval and evidence
+        retrieved = tuple(self.retriever.search(standalone, cfg.top_k, cfg.retrieval_mode, vector=q_vector))
         timings["retrieve"] = time.perf_counter() - t
         relevance = max((r.dense_score for r in retrieved), default=0.0)
 
@@ -212,7 +213,7 @@ class Answerer:
         sources = tuple(
             select_evidence(
                 standalone,
-                index.query_vector(standalone),
+                q_vector,
                 retrieved,
                 index.papers,
                 self.sentence_embedder,

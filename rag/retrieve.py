@@ -75,11 +75,14 @@ class Retriever:
                 out.append(ScoredChunk(chunk=chunk, score=float(hit.score or 0.0), rank=len(out) + 1))
         return out
 
-    def search(self, query: str, top_k: int, mode: str = "hybrid") -> list[RetrievedPaper]:
-        """The ``top_k`` best papers for ``query``, best first."""
+    def search(
+        self, query: str, top_k: int, mode: str = "hybrid", *, vector: np.ndarray | None = None
+    ) -> list[RetrievedPaper]:
+        """The ``top_k`` best papers for ``query``, best first (``vector``: its embedding, if known)."""
         if not query.strip() or top_k < 1:
             return []
-        vector = self.index.query_vector(query)
+        if vector is None:
+            vector = self.index.query_vector(query)
         rankings: dict[str, list[str]] = {}
         dense_hits: list[ScoredChunk] = []
         bm25_hits: list[ScoredChunk] = []
