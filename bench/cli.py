@@ -164,6 +164,15 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def finish(fig: Any, ax: Any, title: str, ylabel: str, path: Path) -> Path:
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
     paths = []
     if "scale" in results:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -174,13 +183,15 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("vectors")
-        ax.set_ylabel("p50 latency (ms)")
-        ax.set_title("FAISS search latency by collection size")
-        ax.legend()
-        fig.tight_layout()
-        paths.append(out / f"scale-{results['date']}.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(
+            finish(
+                fig,
+                ax,
+                "FAISS search latency by collection size",
+                "p50 latency (ms)",
+                out / f"scale-{results['date']}.png",
+            )
+        )
     if "answering" in results:
         fig, ax = plt.subplots(figsize=(6, 4))
         labels, first, total = [], [], []
@@ -194,13 +205,11 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
         ax.bar([x - 0.2 for x in xs], first, 0.4, label="first token")
         ax.bar([x + 0.2 for x in xs], total, 0.4, label="total")
         ax.set_xticks(list(xs), labels)
-        ax.set_ylabel("seconds (median)")
-        ax.set_title("Answer time: product vs naive")
-        ax.legend()
-        fig.tight_layout()
-        paths.append(out / f"answering-{results['date']}.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(
+            finish(
+                fig, ax, "Answer time: product vs naive", "seconds (median)", out / f"answering-{results['date']}.png"
+            )
+        )
     return paths
 
 
