@@ -118,41 +118,49 @@ def question_record(
     *,
     verified: bool = True,
 ) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        **item.to_dict(),
-        "answerable": item.answerable,
-        "ranking": ranking,
-        "retrieval_s": retrieval_s,
-    }
-    if answer is None:
-        return record
-    prompt_ids = {s.paper_id for s in answer.sources}
-    cited = [c.paper_id for c in answer.citations]
-    supported, sentences = cited_support(answer, verifier, verified=verified) if verifier else (0, 0)
-    record.update(
-        {
-            "refused": answer.refused,
-            "refusal_reason": answer.refusal_reason,
-            "text": answer.text,
-            "raw_text": answer.raw_text,
-            "cited_ids": cited,
-            "citations_outside_prompt": answer.invalid_citations + sum(pid not in prompt_ids for pid in cited),
-            "sentences": sentences,
-            "sentences_supported": supported,
-            "must_include_ok": must_include(answer.text, item.must_include) and not answer.refused
+    """What one configuration produced for one question (cached), scored against ``item``."""
+    record: dict[str, Any] = {"id": item.id, "question": item.question, "ranking": ranking, "retrieval_s": retrieval_s}
+    if answer is not None:
+        prompt_ids = {s.paper_id for s in answer.sources}
+        cited = [c.paper_id for c in answer.citations]
+        supported, sentences = cited_support(answer, verifier, verified=verified) if verifier else (0, 0)
+        record.update(
+            {
+                "refused": answer.refused,
+                "refusal_reason": answer.refusal_reason,
+                "text": answer.text,
+                "raw_text": answer.raw_text,
+                "cited_ids": cited,
+                "citations_outside_prompt": answer.invalid_citations + sum(pid not in prompt_ids for pid in cited),
+                "sentences": sentences,
+                "sentences_supported": supported,
+                "prompt_tokens": answer.prompt_tokens,
+                "completion_tokens": answer.completion_tokens,
+                "evidence_s": answer.timings.get("to_evidence"),
+                "first_token_s": answer.timings.get("first_token"),
+                "total_s": answer.timings.get("total"),
+                "tokens_per_s": answer.timings.get("tokens_per_s"),
+                "model": answer.model,
+            }
+        )
+    return score(record, item)
+
+
+def score(record: dict[str, Any], item: GoldItem) -> dict[str, Any]:
+    """Attach the gold item and the verdicts that depend on it.
+
+    Called again on cached records, so that a corrected gold file re-scores old answers
+    without asking the model again (the cache holds outputs, not verdicts).
+    """
+    out = {**record, **item.to_dict(), "answerable": item.answerable}
+    if "refused" in record:
+        out["must_include_ok"] = (
+            must_include(record["text"], item.must_include) and not record["refused"]
             if item.must_include and item.answerable
-            else None,
-            "f1": answer_f1(answer.text, item.answer, answer.refused, item.answerable),
-            "prompt_tokens": answer.prompt_tokens,
-            "completion_tokens": answer.completion_tokens,
-            "evidence_s": answer.timings.get("to_evidence"),
-            "first_token_s": answer.timings.get("first_token"),
-            "total_s": answer.timings.get("total"),
-            "tokens_per_s": answer.timings.get("tokens_per_s"),
-            "model": answer.model,
-        }
-    )
-    return record
+            else None
+        )
+        out["f1"] = answer_f1(record["text"], item.answer, record["refused"], item.answerable)
+    return out
 
 
 @dataclass
@@ -194,7 +202,7 @@ def run_config(
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
                 if record.get("question") == item.question and record.get("id") == item.id:
-                    records.append(record)
+                    records.append(score(record, item))
                     cached += 1
                     continue
             except (OSError, json.JSONDecodeError):

@@ -209,3 +209,14 @@ def test_resume_does_not_recompute_finished_questions(fake_index, gold_file: Pat
     asked = [call[-1]["content"].split("Question:")[-1] for call in second.calls]
     assert asked and not any("OwlSet" in q or "lunar lattice" in q for q in asked)  # finished ones not asked again
     assert run["overall"]["questions"] == 4
+
+
+def test_corrected_gold_rescores_cached_answers(fake_index, gold_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "rescore"
+    first = run_eval(fake_index, gold_file, out, ["default"], FakeGenerator(fake_reply))
+    assert first["runs"]["default"]["overall"]["must_include"] == 1.0
+    gold_file.write_text(gold_file.read_text().replace('"must_include": ["12,000"]', '"must_include": ["13,000"]'))
+    again = FakeGenerator(fake_reply)
+    second = run_eval(fake_index, gold_file, out, ["default"], again)
+    assert again.calls == [] and second["runs"]["default"]["cached"] == 4
+    assert second["runs"]["default"]["overall"]["must_include"] == pytest.approx(2 / 3)
