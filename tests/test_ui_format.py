@@ -101,3 +101,21 @@ def test_respond_turns_errors_into_messages(tmp_path) -> None:  # type: ignore[n
     assert "There is no index yet" in steps[-1][0][-1]["content"] and steps[-1][2] == "error"
     empty = list(respond(lambda m: answerer, "   ", [], [], 4, "hybrid", False, "fake"))
     assert "empty" in empty[-1][0][-1]["content"]
+
+
+def test_follow_up_in_the_chat_uses_the_conversation(fake_index) -> None:  # type: ignore[no-untyped-def]
+    from rag.prompts import REWRITE_SYSTEM
+
+    def reply(messages):  # type: ignore[no-untyped-def]
+        if messages[0]["content"] == REWRITE_SYSTEM:
+            return "How fast does the Tiny Owl detector run on a laptop CPU?"
+        if "fast" in messages[-1]["content"].split("Question:")[-1]:
+            return "Tiny Owl runs at 30 frames per second on a laptop CPU [1]."
+        return "OwlSet has 12,000 thermal images of animals at night [1]."
+
+    answerer = Answerer({"min_relevance": 0.05}, index=fake_index, generator=FakeGenerator(reply))
+    first = list(respond(lambda m: answerer, "How many thermal images are in OwlSet?", [], [], 3, "hybrid", False, "fake"))[-1]
+    chat, history = first[0], first[4]
+    second = list(respond(lambda m: answerer, "How fast does it run?", chat, history, 3, "hybrid", False, "fake"))[-1]
+    assert len(second[4]) == 2 and second[4][1].standalone_question == "How fast does the Tiny Owl detector run on a laptop CPU?"
+    assert "30 frames per second" in second[0][-1]["content"] and len(second[0]) == 4
