@@ -82,10 +82,19 @@ def resolve_configs(specs: Sequence[str]) -> list[EvalConfig]:
     return out
 
 
-def config_key(cfg: RagConfig, corpus_hash: str) -> str:
-    """Short hash of everything that changes an answer (not where files are)."""
-    data = {k: v for k, v in cfg.to_dict().items() if k not in ("index_dir", "corpus", "progress")}
-    data["corpus_hash"] = corpus_hash
+# Settings that decide how an index is built; the manifest records what the index actually is.
+_BUILD_FIELDS = ("index_dir", "corpus", "progress", "embed_batch_size", "chunk_overlap", "index_type", "embed_model")
+
+
+def config_key(cfg: RagConfig, manifest: dict[str, Any]) -> str:
+    """Short hash of everything that changes an answer: the index as built (from its manifest),
+    the answering settings and the prompt templates. Where files live does not count."""
+    from rag import prompts
+
+    data = {k: v for k, v in cfg.to_dict().items() if k not in _BUILD_FIELDS}
+    data["index"] = {k: manifest.get(k) for k in ("corpus_hash", "embedding", "chunking")}
+    data["index"]["faiss"] = (manifest.get("faiss") or {"type": "flat"}).get("type")
+    data["prompts"] = [prompts.SYSTEM_PROMPT, prompts.USER_TEMPLATE, prompts.SOURCE_TEMPLATE, prompts.REWRITE_SYSTEM]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -186,7 +195,7 @@ def run_config(
 ) -> ConfigRun:
     """Run one configuration over the gold items, reusing cached per-question results."""
     cfg = base.replace(**config.overrides)
-    key = config_key(cfg, str(index.manifest.get("corpus_hash", "")))
+    key = config_key(cfg, index.manifest)
     cache = out_dir / "cache" / f"{config.name}-{key}{'-retrieval' if retrieval_only else ''}"
     cache.mkdir(parents=True, exist_ok=True)
     retriever = Retriever(index, candidates=cfg.candidates, rrf_k=cfg.rrf_k)
