@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.stage_seconds.items())
     print(
-        f"built {result.index_dir}: {result.papers} papers, {result.chunks} chunks "
+        f"built {result.index_dir}: {result.papers} papers, {result.chunks} chunks, {result.index_type} index "
         f"({result.embedded} embedded, {result.reused} reused from cache)"
     )
     print(

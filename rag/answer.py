@@ -162,6 +162,17 @@ class Answerer:
                 self._cached = CachedEmbedder(self._embedder or self.index.embedder)
             return self._cached
 
+    def warm_up(self) -> None:
+        """Load everything a first question needs, so that it is as fast as the next ones: the
+        index, BM25, the embedder, the model, and llama.cpp's KV cache for the fixed system prompt
+        (one generated token; later prompts that start the same way reuse it)."""
+        self.retriever.search("warm-up", 1)
+        self.sentence_embedder.embed(["warm-up"])
+        messages = answer_messages("warm-up", ())
+        with contextlib.closing(self.generator.stream(messages, max_tokens=1)) as stream:  # type: ignore[type-var]
+            for _ in stream:
+                pass
+
     # -- the pipeline -------------------------------------------------------------------------
     def ask(self, question: str, history: History | None = None, **overrides: Any) -> Answer:
         """Answer synchronously; always returns an ``Answer`` (raises only for a bad question)."""

@@ -211,3 +211,11 @@ def test_retrieval_modes_return_one_entry_per_paper(fake_index) -> None:  # type
         assert all(-1.0 <= p.dense_score <= 1.0 for p in found)
     bm25 = a.retriever.search(OWL_Q, 5, "bm25")
     assert bm25[0].bm25_rank == 1 and bm25[0].dense_rank is None
+
+
+def test_warm_up_primes_the_model_with_the_system_prompt(fake_index) -> None:  # type: ignore[no-untyped-def]
+    from rag.prompts import SYSTEM_PROMPT
+
+    gen = FakeGenerator("x")
+    Answerer(CONFIG, index=fake_index, generator=gen).warm_up()
+    assert len(gen.calls) == 1 and gen.calls[0][0]["content"] == SYSTEM_PROMPT

@@ -114,8 +114,13 @@ def test_follow_up_in_the_chat_uses_the_conversation(fake_index) -> None:  # typ
         return "OwlSet has 12,000 thermal images of animals at night [1]."
 
     answerer = Answerer({"min_relevance": 0.05}, index=fake_index, generator=FakeGenerator(reply))
-    first = list(respond(lambda m: answerer, "How many thermal images are in OwlSet?", [], [], 3, "hybrid", False, "fake"))[-1]
+    first = list(
+        respond(lambda m: answerer, "How many thermal images are in OwlSet?", [], [], 3, "hybrid", False, "fake")
+    )[-1]
     chat, history = first[0], first[4]
     second = list(respond(lambda m: answerer, "How fast does it run?", chat, history, 3, "hybrid", False, "fake"))[-1]
-    assert len(second[4]) == 2 and second[4][1].standalone_question == "How fast does the Tiny Owl detector run on a laptop CPU?"
+    assert (
+        len(second[4]) == 2
+        and second[4][1].standalone_question == "How fast does the Tiny Owl detector run on a laptop CPU?"
+    )
     assert "30 frames per second" in second[0][-1]["content"] and len(second[0]) == 4

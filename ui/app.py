@@ -196,8 +196,11 @@ def build_app(
         outputs = [chat, evidence, status, copy, history, box]
         inputs = [box, chat, history, top_k, mode, strict, model]
         # One generation at a time: the LLM is a shared resource on 2 cores.
-        box.submit(handler, inputs, outputs, concurrency_limit=1, concurrency_id="llm")
-        send.click(handler, inputs, outputs, concurrency_limit=1, concurrency_id="llm")
+        # show_progress="minimal": the chat and status line show progress themselves; Gradio's animated
+        # overlay costs CPU that the model needs on a 2-core machine.
+        events = dict(concurrency_limit=1, concurrency_id="llm", show_progress="minimal")
+        box.submit(handler, inputs, outputs, **events)
+        send.click(handler, inputs, outputs, **events)
         clear.click(lambda: ([], evidence_html((), ()), "", "", [], ""), None, outputs, queue=False)
     demo.queue(max_size=32, default_concurrency_limit=1)
     return demo

@@ -30,9 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     def warm_up() -> None:  # load index, embedder and model while the page opens
         try:
-            answerer = factory(cfg.model)
-            answerer.retriever.search("warm-up", 1)
-            answerer.generator.count_tokens([{"role": "user", "content": "warm-up"}])
+            factory(cfg.model).warm_up()
             logger.info("models loaded")
         except Exception as exc:  # the first question will report it to the user
             logger.warning("warm-up failed: %s", exc)
