@@ -67,15 +67,13 @@ class Chunker:
             ) from exc
         spans = sentence_spans(abstract)
         chunks: list[Chunk] = []
-        cursor = 0
+        previous = (-1, 0)  # (start, end) of the chunk before
         for position, piece in enumerate(p for p in pieces if p.strip()):
-            start = abstract.find(piece, cursor)
-            if start < 0:  # the splitter changed whitespace; fall back to the next occurrence anywhere
-                start = abstract.find(piece)
+            start = _locate(abstract, piece, *previous)
             if start < 0:
                 raise ValueError(f"paper {paper.paper_id}: chunk {position} does not occur in the abstract")
             end = start + len(piece)
-            cursor = start + 1
+            previous = (start, end)
             sentences = tuple((max(a, start), min(b, end)) for a, b in spans if a < end and b > start)
             chunks.append(
                 Chunk(
@@ -90,3 +88,18 @@ class Chunker:
                 )
             )
         return chunks
+
+
+def _locate(text: str, piece: str, previous_start: int, previous_end: int) -> int:
+    """Where ``piece``, the chunk after the one at [previous_start, previous_end), starts in ``text``.
+
+    A chunk starts after the previous one does and reaches past its end (it may overlap it):
+    a short piece such as "0:" also occurs inside the previous chunk, and taking that
+    occurrence would leave the real text in no chunk (found by the property tests).
+    """
+    start = text.find(piece, previous_start + 1)
+    while start >= 0 and start + len(piece) <= previous_end:
+        start = text.find(piece, start + 1)
+    if start < 0:  # not after the previous chunk: fall back to the first occurrence anywhere
+        start = text.find(piece)
+    return start

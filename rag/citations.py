@@ -47,7 +47,11 @@ def find_citations(text: str) -> list[int]:
 
 def strip_citations(text: str) -> str:
     """``text`` without markers (and without the ``[?]`` unsupported mark)."""
-    text = MARKER.sub("", text).replace(UNSUPPORTED_MARK, "")
+    while True:  # removing "[0]" from "[[0]0]" leaves a marker: strip until none is left
+        stripped = MARKER.sub("", text).replace(UNSUPPORTED_MARK, "")
+        if stripped == text:
+            break
+        text = stripped
     return _SPACE_BEFORE_PUNCT.sub(r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
 
 
