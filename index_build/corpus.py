@@ -50,6 +50,10 @@ _GLUED_SUBSCRIBE = re.compile(r"^Subscribe(?=[A-Z0-9\"'(\[])")
 # longest of the bundled corpus has 21 words, the shortest abstract 49).
 ABSTRACT_MIN_WORDS = 25
 ABSTRACT_MIN_CHARS = 200
+# Longer than any abstract (the bundled longest is under 2,500 characters): a 10 MB line is a
+# dump gone wrong, and embedding it would cost hours. Reported and skipped.
+ABSTRACT_MAX_CHARS = 50_000
+TITLE_MAX_CHARS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +277,19 @@ def parse_listing(name: str, lines: Sequence[str | None], problems: list[Problem
             continue
         if not seen_entry and pending is None:
             line = _GLUED_SUBSCRIBE.sub("", line)
+        if len(line) > ABSTRACT_MAX_CHARS:
+            problems.append(
+                Problem(
+                    name,
+                    number,
+                    f"line is {len(line):,} characters long, more than an abstract may have "
+                    f"({ABSTRACT_MAX_CHARS:,}); skipped",
+                )
+            )
+            if pending is not None:
+                problems.append(Problem(name, pending[0], f"title {pending[1]!r} lost its abstract (too long)"))
+            pending = None
+            continue
         if _is_abstract(line):
             if pending is None:
                 problems.append(Problem(name, number, f"abstract with no title: {line[:60]!r}..."))
@@ -303,6 +320,12 @@ def _record_entry(name: str, number: int, record: Any, problems: list[Problem]) 
             problems.append(Problem(name, number, f"field {key!r} is missing or empty"))
             return None
         fields[key] = clean_whitespace(value)
+        limit = TITLE_MAX_CHARS if key == "title" else ABSTRACT_MAX_CHARS
+        if len(fields[key]) > limit:
+            problems.append(
+                Problem(name, number, f"field {key!r} is {len(fields[key]):,} characters long (limit {limit:,})")
+            )
+            return None
     pid = record.get("id")
     if pid is not None and not isinstance(pid, (str, int)):
         problems.append(Problem(name, number, f"field 'id' must be a string, got {type(pid).__name__}"))
@@ -352,6 +375,11 @@ def _parse_jsonl(name: str, lines: Sequence[str | None], problems: list[Problem]
 def _parse_csv(name: str, lines: Sequence[str | None], problems: list[Problem]) -> Iterator[Entry]:
     # Undecodable lines were reported already; blank them so record line numbers stay right.
     text = "\n".join(line if line is not None else "" for line in lines)
+    # The csv module refuses fields over 131,072 characters and loses the rest of the file on
+    # that error; lift its limit to this file's size so an oversized field is reported by
+    # _record_entry (as too long) and later records are still read.
+    if len(text) >= csv.field_size_limit():
+        csv.field_size_limit(min(len(text) + 1, 2**31 - 1))
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     missing = [c for c in ("title", "abstract") if c not in header]
@@ -362,8 +390,18 @@ def _parse_csv(name: str, lines: Sequence[str | None], problems: list[Problem]) 
         return
     reader.fieldnames = header
     start = 2
-    for row in reader:
+    while True:
         number = start
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a field beyond the csv module's 131,072-character limit
+            problems.append(Problem(name, number, f"unreadable CSV record ({exc}); skipped"))
+            if reader.line_num < start:  # no progress: give up on the rest rather than loop
+                break
+            start = reader.line_num + 1
+            continue
         start = reader.line_num + 1
         if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
             continue
