@@ -276,7 +276,10 @@ class LlamaCppGenerator:
         self.n_threads = n_threads or max(1, min(os.cpu_count() or 2, 8))
         self.n_batch = n_batch
         self._llm: Any = None
-        self.lock = threading.RLock()  # one generation at a time; other callers queue here
+        # One generation at a time; other callers queue here. A plain Lock, not an RLock: a
+        # stream is a generator that Gradio advances from whichever worker thread is free, so
+        # the thread that finishes (and releases) is often not the one that started.
+        self.lock = threading.Lock()
 
     def _load(self) -> Any:
         if self._llm is None:
@@ -336,7 +339,7 @@ class FakeGenerator:
         self.reply = reply
         self.name = name
         self.calls: list[list[Message]] = []
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()  # as LlamaCppGenerator's, so tests meet the same threading
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return sum(len(re.findall(r"\w+|[^\w\s]", m["content"])) + 4 for m in messages)
