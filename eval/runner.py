@@ -86,6 +86,11 @@ def resolve_configs(specs: Sequence[str]) -> list[EvalConfig]:
 _BUILD_FIELDS = ("index_dir", "corpus", "progress", "embed_batch_size", "chunk_overlap", "index_type", "embed_model")
 
 
+# Raise when answering code changes what an answer is (verification, refusal rules), so cached
+# answers from before the change are computed again.
+PIPELINE_VERSION = 3
+
+
 def config_key(cfg: RagConfig, manifest: dict[str, Any]) -> str:
     """Short hash of everything that changes an answer: the index as built (from its manifest),
     the answering settings and the prompt templates. Where files live does not count."""
@@ -95,6 +100,8 @@ def config_key(cfg: RagConfig, manifest: dict[str, Any]) -> str:
     data["index"] = {k: manifest.get(k) for k in ("corpus_hash", "embedding", "chunking")}
     data["index"]["faiss"] = (manifest.get("faiss") or {"type": "flat"}).get("type")
     data["prompts"] = [prompts.SYSTEM_PROMPT, prompts.USER_TEMPLATE, prompts.SOURCE_TEMPLATE, prompts.REWRITE_SYSTEM]
+    if cfg.verify:  # unverified answers (naive) do not go through the verifier and refusal rules
+        data["pipeline"] = PIPELINE_VERSION
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -224,11 +231,7 @@ def run_config(
             if answerer is None:
                 generator = generator_for(cfg) if generator_for else None
                 answerer = Answerer(cfg, index=index, generator=generator)
-                verifier = Verifier(
-                    answerer.sentence_embedder,
-                    min_similarity=cfg.support_min_similarity,
-                    min_overlap=cfg.support_min_overlap,
-                )
+                verifier = answerer.verifier(cfg)
             answer = answerer.ask(item.question)
         record = question_record(item, ranking, retrieval_s, answer, verifier, verified=cfg.verify)
         tmp = path.with_suffix(".tmp")

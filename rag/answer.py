@@ -28,7 +28,7 @@ from rag.prompts import CANNOT_ANSWER, REWRITE_SYSTEM, REWRITE_TEMPLATE, answer_
 from rag.retrieve import Retriever
 from rag.store import RagIndex, open_index
 from rag.types import Answer, AnswerSentence, Citation, RetrievedPaper, Source
-from rag.verify import Verifier, is_refusal
+from rag.verify import Verifier, evidence_tokens, is_refusal, name_found, names_in, norm_name
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +84,14 @@ def clean_question(question: str, max_chars: int) -> tuple[str, list[str]]:
     text = re.sub(r"\s+", " ", text).strip()
     if not text:
         raise QuestionError("the question is empty; ask something about the papers")
+    if not any(ch.isalnum() for ch in text):
+        raise QuestionError("the question has no words (only punctuation or symbols); ask something about the papers")
     warnings = []
     if len(text) > max_chars:
         warnings.append(f"the question was {len(text)} characters long; only the first {max_chars} were used")
         logger.warning(warnings[-1])
         text = text[:max_chars].rstrip()
+    logger.debug("question: %s", text)  # questions are private: never logged at INFO
     return text, warnings
 
 
@@ -122,7 +125,8 @@ class Answerer:
         self._generator = generator
         self._retriever: Retriever | None = None
         self._cached: CachedEmbedder | None = None
-        self._lock = threading.Lock()
+        # Guards lazy loading only. Re-entrant: sentence_embedder may need the index first.
+        self._lock = threading.RLock()
 
     # -- lazily loaded parts -------------------------------------------------------------------
     @property
@@ -267,7 +271,7 @@ class Answerer:
         t = time.perf_counter()
         extra = dict(sources=sources, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         if cfg.verify:
-            verified = self._verifier(cfg).verify(raw, sources, strict=cfg.strict)
+            verified = self.verifier(cfg).verify(raw, sources, strict=cfg.strict)
             timings["verify"] = time.perf_counter() - t
             if not any(s.supported for s in verified.sentences):
                 reason = (
@@ -276,6 +280,16 @@ class Answerer:
                     else "no sentence of the answer is supported by the sources"
                 )
                 timings["total"] = time.perf_counter() - start
+                yield AnswerEvent(
+                    self._refusal(
+                        {**base, **extra}, raw, reason, timings, verified.sentences, verified.invalid_citations
+                    )
+                )
+                return
+            absent = self._absent_question_names(standalone, verified.citations) if cfg.require_question_names else []
+            if absent:
+                timings["total"] = time.perf_counter() - start
+                reason = f"the cited papers do not mention {', '.join(absent)}, which the question asks about"
                 yield AnswerEvent(
                     self._refusal(
                         {**base, **extra}, raw, reason, timings, verified.sentences, verified.invalid_citations
@@ -325,10 +339,27 @@ class Answerer:
     def _model_name(self) -> str:
         return self._generator.name if self._generator is not None else self.config.model
 
-    def _verifier(self, cfg: RagConfig) -> Verifier:
+    def verifier(self, cfg: RagConfig | None = None) -> Verifier:
+        """The verifier for ``cfg`` (default: this answerer's config), with the index's abstracts."""
+        cfg = cfg or self.config
         return Verifier(
-            self.sentence_embedder, min_similarity=cfg.support_min_similarity, min_overlap=cfg.support_min_overlap
+            self.sentence_embedder,
+            min_similarity=cfg.support_min_similarity,
+            min_overlap=cfg.support_min_overlap,
+            abstracts={pid: p.abstract for pid, p in self.index.papers.items()},
         )
+
+    def _absent_question_names(self, question: str, citations: Sequence[Citation]) -> list[str]:
+        """Names in the question (as the verifier finds them) that no cited paper's title or
+        abstract mentions, as the question writes them."""
+        papers = self.index.papers
+        tokens = evidence_tokens(
+            " ".join(f"{papers[c.paper_id].title} {papers[c.paper_id].abstract}" for c in citations)
+        )
+        absent = {n for n in names_in(question) if not name_found(n, tokens)}
+        return [
+            w for w in dict.fromkeys(t.strip("\"'()[]{}.,;:!?") for t in question.split()) if norm_name(w) in absent
+        ]
 
     @staticmethod
     def _refusal(

@@ -43,7 +43,7 @@ def papers_in_order(hits: Sequence[ScoredChunk]) -> list[str]:
 class Retriever:
     """Dense, BM25 and hybrid search over one opened index."""
 
-    def __init__(self, index: RagIndex, *, candidates: int = 40, rrf_k: int = 60) -> None:
+    def __init__(self, index: RagIndex, *, candidates: int = 40, rrf_k: int = 10) -> None:
         self.index = index
         self.candidates = candidates
         self.rrf_k = rrf_k

@@ -182,6 +182,8 @@ class Source:
     sentences: tuple[EvidenceSentence, ...]
     retrieval_score: float
     files: tuple[str, ...] = ()
+    # Sentences of the abstract that give instructions to an AI model, kept out of the prompt.
+    withheld: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -195,6 +197,7 @@ class Source:
             "sentences": [s.to_dict() for s in self.sentences],
             "retrieval_score": round(self.retrieval_score, 6),
             "files": list(self.files),
+            "withheld": list(self.withheld),
         }
 
 

@@ -106,6 +106,11 @@ def evidence_html(
             cls = "ev-sent ev-backs" if s.text in backing.get(hit.paper_id, ()) else "ev-sent"
             sentences.append(f'<li class="{cls}">{html.escape(s.text)}</li>')
         body = f'<ul class="ev-sents">{"".join(sentences)}</ul>' if sentences else ""
+        if src and src.withheld:
+            body += (
+                f'<div class="ev-withheld">{len(src.withheld)} sentence(s) of this abstract give instructions '
+                "to AI models; they were withheld from the model.</div>"
+            )
         anchor = f' id="ev-{n}"' if n else ""
         cards.append(f'<div class="ev-card{" ev-is-cited" if n else ""}"{anchor}>{head}{body}</div>')
     return '<div class="ev-panel">' + "".join(cards) + "</div>"
