@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import SlowFake, serve
 
 from rag.answer import Answerer
-from rag.llm import FakeGenerator, Message
+from rag.llm import Message
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
@@ -30,21 +30,6 @@ BROWSER_ARGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class SlowFake(FakeGenerator):
-    """Streams word by word with a small delay, so a browser can see the text arrive."""
-
-    def stream(self, messages: Sequence[Message], *, max_tokens: int):  # type: ignore[no-untyped-def]
-        for piece in super().stream(messages, max_tokens=max_tokens):
-            time.sleep(0.05)
-            yield piece
-
-
 def reply(messages: Sequence[Message]) -> str:
     q = messages[-1]["content"].split("Question:")[-1]
     if "hostile" in q.lower():
@@ -60,14 +45,6 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         yield b
         b.close()
-
-
-def serve(app: Any) -> tuple[str, Any]:
-    from ui.app import CSS
-
-    port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False, css=CSS, quiet=True)
-    return f"http://127.0.0.1:{port}/", app
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import gradio as gr
@@ -44,9 +44,11 @@ CSS = """
 .ev-sents { margin: 6px 0 0 16px; font-size: 0.9em; }
 .ev-sent.ev-backs { background: rgba(47, 125, 50, 0.18); border-radius: 3px; }
 .ev-empty { opacity: 0.7; font-style: italic; }
+.ev-withheld { font-size: 0.8em; color: #b26a00; margin-top: 4px; }
 """
 
 AnswererFactory = Callable[[str], Answerer]
+TOP_K_MAX = 8
 
 
 def friendly_error(exc: Exception) -> str:
@@ -136,13 +138,34 @@ def respond(
         yield snap(), evidence, "error", "", history, ""
 
 
+def request_problem(top_k: Any, mode: Any, model: Any, models: Sequence[str]) -> str | None:
+    """What is wrong with a request's settings, or None.
+
+    The API accepts any value, so the handler only allows what the page offers. Above all, a
+    model is a name from the list, never a path from the request: that would let any client
+    make the server open a file of its choosing.
+    """
+    try:
+        k = float(top_k)
+    except (TypeError, ValueError):
+        k = float("nan")
+    if not (1 <= k <= TOP_K_MAX and k == int(k)):
+        return f"top-k must be a whole number from 1 to {TOP_K_MAX}, got {str(top_k)[:20]!r}"
+    if mode not in RETRIEVAL_MODES:
+        return f"unknown retrieval mode {str(mode)[:40]!r}; choose one of: {', '.join(RETRIEVAL_MODES)}"
+    if model not in models:
+        return f"unknown model {str(model)[:80]!r}; choose one of: {', '.join(models)}"
+    return None
+
+
 def build_app(
     config: RagConfig, factory: AnswererFactory | None = None, *, models: list[str] | None = None
 ) -> gr.Blocks:
     """The Blocks app; ``factory`` maps a model name to an ``Answerer`` (tests pass fakes)."""
     get_answerer = factory or default_factory(config)
     choices = models or list(dict.fromkeys([config.model, *KNOWN_MODELS]))
-    with gr.Blocks(title="abstract-rag") as demo:
+    # analytics_enabled=False: nothing phones home (air-gapped machines, private questions).
+    with gr.Blocks(title="abstract-rag", analytics_enabled=False) as demo:
         gr.Markdown(
             "## abstract-rag\nAsk a question about the papers in the collection. Answers cite the papers behind "
             "each claim; every sentence is checked against the cited abstract, and the app says so when the "
@@ -166,7 +189,12 @@ def build_app(
                 gr.Examples(EXAMPLES, inputs=box, label="Examples", cache_examples=False)
                 with gr.Accordion("Settings", open=False, elem_id="settings"):
                     top_k = gr.Slider(
-                        1, 8, value=config.top_k, step=1, label="Papers given to the model (top-k)", elem_id="topk"
+                        1,
+                        TOP_K_MAX,
+                        value=config.top_k,
+                        step=1,
+                        label="Papers given to the model (top-k)",
+                        elem_id="topk",
                     )
                     mode = gr.Radio(
                         list(RETRIEVAL_MODES), value=config.retrieval_mode, label="Retrieval", elem_id="mode"
@@ -191,7 +219,13 @@ def build_app(
         def handler(
             message: str, chat_v: list[dict[str, Any]], hist: list[Answer], k: int, m: str, s: bool, mdl: str
         ) -> Iterator[tuple[Any, ...]]:
-            yield from respond(get_answerer, message, chat_v, hist, k, m, s, mdl)
+            problem = request_problem(k, m, mdl, choices)
+            if problem is not None:
+                error = [*(chat_v or []), {"role": "assistant", "content": f"⚠️ {escape_md(problem)}"}]
+                yield error, evidence_html((), ()), "error", "", hist, ""
+                return
+            k = int(float(k))
+            yield from respond(get_answerer, message, chat_v, hist, k, m, bool(s), mdl)
 
         outputs = [chat, evidence, status, copy, history, box]
         inputs = [box, chat, history, top_k, mode, strict, model]
@@ -199,8 +233,11 @@ def build_app(
         # show_progress="minimal": the chat and status line show progress themselves; Gradio's animated
         # overlay costs CPU that the model needs on a 2-core machine.
         events = dict(concurrency_limit=1, concurrency_id="llm", show_progress="minimal")
-        box.submit(handler, inputs, outputs, **events)
-        send.click(handler, inputs, outputs, **events)
-        clear.click(lambda: ([], evidence_html((), ()), "", "", [], ""), None, outputs, queue=False)
+        # One API endpoint, /ask (for scripts and the load test); the button is the same call.
+        box.submit(handler, inputs, outputs, api_name="ask", **events)
+        send.click(handler, inputs, outputs, api_visibility="private", **events)
+        clear.click(
+            lambda: ([], evidence_html((), ()), "", "", [], ""), None, outputs, queue=False, api_visibility="private"
+        )
     demo.queue(max_size=32, default_concurrency_limit=1)
     return demo
