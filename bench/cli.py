@@ -18,7 +18,9 @@ from typing import Any
 
 from rag.cli import add_index_argument, config_from_args
 
-STEPS = ("build", "retrieval", "answering", "scale")
+STEPS = ("build", "retrieval", "answering", "scale", "load")
+# Steps run when --only is not given; "load" (minutes of 8 clients on the real model) is asked for.
+DEFAULT_STEPS = ("build", "retrieval", "answering", "scale")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,6 +32,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--scale-sizes", default="10000,100000,1000000", help="synthetic collection sizes (comma-separated)")
     p.add_argument("--models", default="qwen2.5-coder-1.5b,qwen2.5-coder-0.5b", help="models for the answering step")
     p.add_argument("--questions", type=int, default=8, help="questions per model in the answering step")
+    p.add_argument("--clients", type=int, default=8, help="concurrent chat clients in the load step")
+    p.add_argument("--load-seconds", type=float, default=180.0, help="how long the load step sends requests")
+    p.add_argument("--load-model", default="qwen2.5-coder-1.5b", help="the model behind the app in the load step")
     add_index_argument(p)
     p.set_defaults(func=run)
 
@@ -155,6 +160,22 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {row['vectors']:,} | {row['index']} | {row['build_s']:.1f} | {row['index_mb']:.0f} | {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | {_f(row['recall@10'], 3)} | {row['p50_ms'] / exact['p50_ms']:.3f}x |"
             )
         lines.append("")
+    if "load" in results:
+        d = results["load"]
+        one, many = d["one_client"], d["many_clients"]
+        lines += [
+            f"## Load: the chat app with {d['model']}, {many['clients']} clients vs one",
+            "",
+            "| clients | seconds | requests | answered | refused | queue full | mixed up | errors | p50 s | p95 s | max s | per min |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in (one, many):
+            lines.append(
+                f"| {row['clients']} | {row['duration_s']:.0f} | {row['requests']} | {row['answered']} | {row['refused']} "
+                f"| {row['rejected_queue_full']} | {row['mixed_up']} | {row['errors']} | {_f(row['latency_p50_s'])} "
+                f"| {_f(row['latency_p95_s'])} | {_f(row['latency_max_s'])} | {_f(row['throughput_per_min'])} |"
+            )
+        lines += ["", f"Median latency, {many['clients']} clients / one: {_f(d['p50_ratio'], 2)}x.", ""]
     return "\n".join(lines)
 
 
@@ -218,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     from rag.store import open_index
 
     cfg = config_from_args(args, index_dir="index")
-    steps = args.only or list(STEPS)
+    steps = args.only or list(DEFAULT_STEPS)
     results: dict[str, Any] = {"date": date.today().isoformat(), "machine": machine(), "steps": steps}
     started = time.perf_counter()
     if "build" in steps:
@@ -240,9 +261,16 @@ def run(args: argparse.Namespace) -> int:
         for n in (int(x) for x in args.scale_sizes.split(",") if x):
             print(f"scale: {n:,} synthetic vectors...", file=sys.stderr)
             results["scale"] += scale(n)
+    if "load" in steps:
+        from bench.load import bench_load
+
+        print(f"load: {args.clients} clients on the chat app for {args.load_seconds:.0f} s...", file=sys.stderr)
+        results["load"] = bench_load(cfg.index_dir, args.load_model, clients=args.clients, duration_s=args.load_seconds)
     results["seconds"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"bench-{results['date']}"
+    # A partial run gets its own files, so it does not overwrite the full one of the same day.
+    partial = "" if set(steps) == set(DEFAULT_STEPS) else "-" + "-".join(steps)
+    stem = f"bench-{results['date']}{partial}"
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     table = markdown(results)
     (args.out / f"{stem}.md").write_text(

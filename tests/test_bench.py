@@ -79,3 +79,38 @@ def test_markdown_report_states_ratios() -> None:
     md = markdown(results)
     assert "| warm (no change) | 4.0 | 0 |" in md and "0.040x" in md
     assert "| 1,000 | hnsw | 0.5 | 2 | 0.50 | 0.80 | 0.970 | 0.250x |" in md
+
+
+def test_load_report_counts_and_ratio() -> None:
+    from bench.load import LoadQuestion, LoadReport, RequestResult, judge
+
+    report = LoadReport(clients=2, duration_s=60.0)
+    report.results = [
+        RequestResult(0, "q", "answered", 10.0),
+        RequestResult(1, "q", "answered", 20.0),
+        RequestResult(1, "q", "rejected", 0.1, "queue is full"),
+        RequestResult(0, "q", "mixed_up", 12.0, "cites a stranger"),
+    ]
+    summary = report.to_dict()
+    assert (summary["requests"], summary["answered"], summary["rejected_queue_full"], summary["mixed_up"]) == (
+        4,
+        2,
+        1,
+        1,
+    )
+    assert summary["latency_p50_s"] == 15.0 and summary["throughput_per_min"] == 2.0
+
+    evidence = '<div class="ev-title">Tiny Owls</div><div class="ev-title">Lunar &amp; Lattices</div>'
+    ok = ([], evidence, "1/1 sentences verified", "Fact [1].\n\nReferences:\n[1] Lunar & Lattices (a.txt)", "")
+    stranger = ([], evidence, "done", "Fact [1].\n\nReferences:\n[1] Echo Chambers (b.txt)", "")
+    assert judge(LoadQuestion("q", "Lunar & Lattices"), ok) == ("answered", "")
+    assert judge(LoadQuestion("q"), stranger)[0] == "mixed_up"
+    assert judge(LoadQuestion("q", "Tiny Owls"), ok)[0] == "mixed_up"
+    assert judge(LoadQuestion("q"), ([{"content": "⚠️ boom"}], "", "error", "", ""))[0] == "error"
+
+    results = {
+        "date": "2026-01-01",
+        "machine": "test",
+        "load": {"model": "m", "one_client": {**summary, "clients": 1}, "many_clients": summary, "p50_ratio": 3.0},
+    }
+    assert "| 2 | 60 | 4 | 2 |" in markdown(results) and "3.00x" in markdown(results)

@@ -1,0 +1,147 @@
+"""The chat app and the Answerer under 8 concurrent clients on localhost: every request is
+answered in order or politely rejected, with no errors and no answers mixed up between sessions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from servers import SlowFake, serve
+
+from bench.load import LoadQuestion, run_load
+from rag.answer import Answerer
+from rag.llm import FakeGenerator, Message
+
+# Each question, the paper a right answer cites, and what the fake model answers to it.
+CASES = {
+    "How many thermal images of animals at night are in OwlSet?": (
+        "Tiny Owls: Nocturnal Object Detection with Thermal Cameras",
+        "OwlSet has 12,000 thermal images of animals at night [1].",
+    ),
+    "What precision does the lunar lattice graph network reach on contact maps?": (
+        "Lunar Lattices for Protein Folding",
+        "A graph network predicts contact maps with 88% precision on a lunar lattice [1].",
+    ),
+    "What halves the size of echo chambers in recommender systems?": (
+        "Echo Chambers in Recommender Systems",
+        "Diversity-aware re-ranking halves the size of echo chambers [1].",
+    ),
+    "How much memory do quantum widgets save over BM25?": (
+        "Quantum Widgets for Sparse Retrieval",
+        "Quantum widgets use half the memory of BM25 [1].",
+    ),
+}
+
+
+def reply(messages: Sequence[Message]) -> str:
+    """Answer the question in the prompt, citing whichever source number holds its paper."""
+    user = messages[-1]["content"]
+    question = user.split("Question:")[1].split("\n")[0].strip()
+    title, answer = CASES[question]
+    for line in user.splitlines():
+        if line.startswith("[") and title in line:
+            return answer.replace("[1]", line.split("]")[0] + "]")
+    return "The sources do not answer this question."
+
+
+@pytest.fixture
+def index(small_corpus: Path, tmp_path: Path, fake_embedder):  # type: ignore[no-untyped-def]
+    from index_build.build import build_index
+    from rag.config import get_config
+    from rag.store import open_index
+
+    cfg = get_config({"index_dir": tmp_path / "index", "corpus": [small_corpus], "progress": False})
+    build_index(cfg, embedder=fake_embedder)
+    return cfg, open_index(cfg.index_dir, fake_embedder)
+
+
+def full_titles(index) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The corpus titles that the CASES titles start with (some are longer in the corpus)."""
+    _, opened = index
+    titles = [p.title for p in opened.papers.values()]
+    return {short: next(t for t in titles if t.startswith(short)) for short, _ in CASES.values()}
+
+
+@pytest.fixture
+def app_url(index) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    from ui.app import build_app
+
+    cfg, opened = index
+    cfg = cfg.replace(min_relevance=0.05, top_k=3)
+    answerer = Answerer(cfg, index=opened, generator=SlowFake(reply, delay_s=0.01))
+    url, app = serve(build_app(cfg, lambda model: answerer, models=["fake"]))
+    yield url
+    app.close()
+
+
+def test_eight_clients_on_the_app_get_their_own_answers(app_url: str, index) -> None:  # type: ignore[no-untyped-def]
+    titles = full_titles(index)
+    questions = [LoadQuestion(q, titles[t]) for q, (t, _) in CASES.items()]
+    report = run_load(app_url, questions, clients=8, duration_s=20, request_timeout_s=120)
+    summary = report.to_dict()
+    assert summary["errors"] == 0 and summary["mixed_up"] == 0, summary["problems"]
+    assert summary["answered"] >= 16, summary  # every client got answers, not one request each
+    assert {r.client for r in report.results if r.outcome == "answered"} == set(range(8))
+    assert summary["rejected_queue_full"] == 0  # 8 clients fit in the queue (max 32)
+
+
+def test_full_queue_is_a_polite_rejection(index) -> None:  # type: ignore[no-untyped-def]
+    """More waiting requests than the queue holds: the extra ones are told so, none fails."""
+    import gradio as gr
+
+    from ui.app import build_app
+
+    cfg, opened = index
+    cfg = cfg.replace(min_relevance=0.05, top_k=3)
+    answerer = Answerer(cfg, index=opened, generator=SlowFake(reply, delay_s=0.2))
+    app: gr.Blocks = build_app(cfg, lambda model: answerer, models=["fake"])
+    app.queue(max_size=2, default_concurrency_limit=1)
+    url, app = serve(app)
+    try:
+        titles = full_titles(index)
+        questions = [LoadQuestion(q, titles[t]) for q, (t, _) in CASES.items()]
+        report = run_load(url, questions, clients=8, duration_s=3, request_timeout_s=120)
+    finally:
+        app.close()
+    summary = report.to_dict()
+    assert summary["errors"] == 0 and summary["mixed_up"] == 0, summary["problems"]
+    assert summary["rejected_queue_full"] >= 1 and summary["answered"] >= 1, summary
+
+
+def test_eight_threads_on_one_answerer(index) -> None:  # type: ignore[no-untyped-def]
+    """The Python API under the same load: calls queue on the model lock, none is mixed up."""
+    cfg, opened = index
+    titles = full_titles(index)
+    answerer = Answerer(cfg.replace(min_relevance=0.05, top_k=3), index=opened, generator=FakeGenerator(reply))
+    failures: list[str] = []
+    done: list[float] = []
+    deadline = time.perf_counter() + 5
+
+    def client(n: int) -> None:
+        items = list(CASES.items())
+        i = n
+        while time.perf_counter() < deadline:
+            question, (title, _) = items[i % len(items)]
+            i += 1
+            t = time.perf_counter()
+            try:
+                answer = answerer.ask(question)
+            except Exception as exc:  # noqa: BLE001
+                failures.append(f"{type(exc).__name__}: {exc}")
+                continue
+            cited = [c.title for c in answer.citations]
+            retrieved = {r.title for r in answer.retrieved}
+            if answer.question != question or cited != [titles[title]] or not set(cited) <= retrieved:
+                failures.append(f"{question!r} -> {cited}")
+            done.append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures, failures[:5]
+    assert len(done) >= 40
