@@ -165,7 +165,11 @@ def read_corpus(paths: Iterable[str | Path]) -> tuple[list[Paper], CorpusReport]
                     )
                 )
             continue
-        pid = entry.paper_id or paper_id_for(entry.title)
+        try:
+            pid = entry.paper_id or paper_id_for(entry.title)
+        except ValueError as exc:  # a title of punctuation only ("***", ":") names nothing
+            problems.append(Problem(entry.source.file, entry.source.line, f"unusable title {entry.title!r}: {exc}"))
+            continue
         if pid in by_id:
             problems.append(
                 Problem(

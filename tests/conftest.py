@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from rag.models import HashEmbedder, enforce_offline
 
 DATA = Path(__file__).parent / "data"
 enforce_offline()
+
+# Property tests draw the same examples on every run, so CI cannot turn red by chance; run
+# `HYPOTHESIS_PROFILE=explore pytest tests/test_properties.py` to search with fresh random ones.
+settings.register_profile("default", derandomize=True, deadline=None, database=None)
+settings.register_profile("explore", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def _is_local(address: object) -> bool:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,13 @@ def test_csv_missing_column_is_reported(tmp_path: Path, data_dir: Path) -> None:
     assert "bad.csv:1: CSV header lacks column(s) abstract" in str(info.value)
     papers, report = read_corpus([tmp_path / "bad.csv", data_dir / "papers.csv"])
     assert len(papers) == 1 and "lacks column" in str(report.problems[0])
+
+
+def test_title_of_punctuation_only_is_reported(tmp_path: Path) -> None:
+    abstract = "word " * 40
+    path = tmp_path / "p.jsonl"
+    lines = [{"title": ":", "abstract": abstract}, {"title": "Real Title", "abstract": abstract}]
+    path.write_text("\n".join(json.dumps(r) for r in lines) + "\n", encoding="utf-8")
+    papers, report = read_corpus([path])
+    assert [p.title for p in papers] == ["Real Title"]
+    assert str(report.problems[0]).startswith("p.jsonl:1: unusable title ':'")

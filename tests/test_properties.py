@@ -22,7 +22,11 @@ from rag.types import Paper
 # Each example writes a file; keep the runs short and free of the function-scoped-fixture check.
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-_WORD = st.text(alphabet=string.ascii_letters + "0123456789-", min_size=1, max_size=10)
+_WORD = st.builds(
+    lambda head, tail: head + tail,
+    st.text(alphabet=string.ascii_letters + string.digits, min_size=1, max_size=6),
+    st.text(alphabet=string.ascii_letters + string.digits + "-", max_size=5),
+)
 
 
 def _sentence(min_words: int, max_words: int) -> st.SearchStrategy[str]:
