@@ -13,7 +13,7 @@ import numpy as np
 from rag.retrieve import Retriever
 from rag.store import RagIndex
 
-GOLD = Path(__file__).resolve().parents[1] / "eval" / "data" / "gold.jsonl"
+GOLD = Path(__file__).resolve().parents[1] / "eval" / "data" / "dev.jsonl"
 
 
 def queries(limit: int = 300) -> list[str]:

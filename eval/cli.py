@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import collections
 import hashlib
+import json
 import os
 import platform
 from collections.abc import Callable, Sequence
@@ -12,7 +13,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from eval.gold import DEFAULT_GOLD, load_gold
+from eval.gold import SPLITS, GoldItem, load_gold, load_split
+from eval.judgments import DEFAULT_JUDGMENTS, load_judgments, unjudged
 from eval.report import (
     ANSWER_METRICS,
     LATENCY_METRICS,
@@ -32,12 +34,26 @@ from rag.store import open_index
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("eval", help="score configurations against a gold QA set and write a report")
-    p.add_argument("--gold", type=Path, default=DEFAULT_GOLD, help="gold JSONL file (default: the bundled gold set)")
+    p.add_argument(
+        "--split",
+        choices=(*SPLITS, "all"),
+        default="dev",
+        help="bundled gold split: dev (tuned on), test (held out: run it before and after a piece of work, "
+        "never tune on it) or all (default: dev)",
+    )
+    p.add_argument("--gold", type=Path, default=None, help="your own gold JSONL file instead of a bundled split")
+    p.add_argument(
+        "--judgments",
+        type=Path,
+        default=DEFAULT_JUDGMENTS,
+        help="faithfulness labels written by reading the abstracts (default: eval/judgments.jsonl)",
+    )
     p.add_argument(
         "--config",
         action="append",
         default=None,
-        help=f"a built-in configuration ({', '.join(BUILTIN_CONFIGS)}) or a JSON file; repeatable (default: default and naive)",
+        help=f"a built-in configuration ({', '.join(BUILTIN_CONFIGS)}) or a JSON file; repeatable "
+        f"(default: {', '.join(DEFAULT_CONFIGS)})",
     )
     p.add_argument("--out", type=Path, default=None, help="output directory (default: eval/reports/<date>)")
     p.add_argument("--retrieval-only", action="store_true", help="retrieval metrics only, no language model (seconds)")
@@ -69,22 +85,47 @@ def model_hash(model: str) -> str:
     return "unknown"
 
 
+DEFAULT_CONFIGS = ("default", "naive", "llamaindex-citation")
+
+
+def relative(path: Path) -> str:
+    """``path`` relative to the project (or the working directory) when it lies inside it."""
+    from rag.config import PROJECT_ROOT
+
+    path = Path(path).resolve()
+    for root in (PROJECT_ROOT, Path.cwd()):
+        try:
+            return str(path.relative_to(root.resolve()))
+        except ValueError:
+            continue
+    return str(path)
+
+
 def evaluate(
-    gold: Path,
+    gold: Path | None,
     config_specs: Sequence[str],
     out_dir: Path,
     *,
     base: RagConfig,
+    split: str = "dev",
+    judgments: Path | None = DEFAULT_JUDGMENTS,
     retrieval_only: bool = False,
     limit: int | None = None,
     embedder: Embedder | None = None,
     generator_for: Callable[[RagConfig], Generator] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run every configuration and write the report; returns the report's data."""
+    """Run every configuration over a gold file (or a bundled split) and write the report."""
     configs = resolve_configs(config_specs)
     index = open_index(base.index_dir, embedder or load_embedder(base.embed_model, batch_size=base.embed_batch_size))
-    items = load_gold(gold, index.papers)[:limit]
+    items: list[GoldItem] = load_gold(gold, index.papers) if gold is not None else load_split(split, index.papers)
+    if limit is not None:  # the first N of each split
+        by_split: dict[str, list[GoldItem]] = {}
+        for item in items:
+            by_split.setdefault(item.split, []).append(item)
+        items = [i for group in by_split.values() for i in group[:limit]]
+    pool = load_judgments(judgments) if judgments is not None else {}
+    splits = list(dict.fromkeys(i.split for i in items))
     runs: dict[str, dict[str, Any]] = {}
     records: dict[str, list[dict[str, Any]]] = {}
     for config in configs:
@@ -101,6 +142,7 @@ def evaluate(
         records[config.name] = result.records
         runs[config.name] = {
             "description": config.description,
+            "pipeline": config.pipeline,
             "overrides": config.overrides,
             "config": result.rag_config.to_dict(),
             # The model that answered (a test may swap in a fake), and the file it was checked against.
@@ -109,14 +151,25 @@ def evaluate(
             "cache_key": result.key,
             "computed": result.computed,
             "cached": result.cached,
-            "overall": summarize(result.records),
-            "by_type": summarize_by_type(result.records),
+            "overall": summarize(result.records, pool),
+            "by_type": summarize_by_type(result.records, pool),
+            "splits": {
+                s: {
+                    "overall": summarize([r for r in result.records if r["split"] == s], pool),
+                    "by_type": summarize_by_type([r for r in result.records if r["split"] == s], pool),
+                }
+                for s in splits
+            },
         }
-    gold_bytes = Path(gold).read_bytes()
+    gold_paths = [Path(gold)] if gold is not None else [SPLITS[s] for s in splits]
+    gold_hash = hashlib.sha256(b"".join(p.read_bytes() for p in gold_paths)).hexdigest()
     meta = {
         "date": date.today().isoformat(),
-        "gold": str(gold),
-        "gold_sha256": hashlib.sha256(gold_bytes).hexdigest(),
+        "gold": ", ".join(f"`{relative(p)}`" for p in gold_paths),
+        "splits": splits,
+        "gold_sha256": gold_hash,
+        "judgments": relative(judgments) if judgments is not None else None,
+        "judgments_count": len(pool),
         "questions": len(items),
         "types": ", ".join(f"{n} {t}" for t, n in sorted(collections.Counter(i.type for i in items).items())),
         "papers": len(index.papers),
@@ -126,6 +179,13 @@ def evaluate(
         "machine": machine(),
     }
     paths = write_report(out_dir, runs, meta, records)
+    if not retrieval_only:
+        todo = unjudged(records, pool, index.papers)
+        paths["unjudged.jsonl"] = out_dir / "unjudged.jsonl"
+        with paths["unjudged.jsonl"].open("w", encoding="utf-8") as fh:
+            for row in todo:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        meta["unjudged"] = len(todo)
     return {"meta": meta, "runs": runs, "paths": {k: str(v) for k, v in paths.items()}}
 
 
@@ -145,14 +205,21 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("eval") / "reports" / date.today().isoformat()
     result = evaluate(
         args.gold,
-        args.config or ["default", "naive"],
+        args.config or list(DEFAULT_CONFIGS),
         out,
         base=base,
+        split=args.split,
+        judgments=args.judgments,
         retrieval_only=args.retrieval_only,
         limit=args.limit,
     )
     print(summary_table(result["runs"]))
     for name, run_ in result["runs"].items():
         print(f"{name}: {run_['computed']} computed, {run_['cached']} from cache")
+    if result["meta"].get("unjudged"):
+        print(
+            f"{result['meta']['unjudged']} presented sentences have no judgment yet: label them from "
+            f"{result['paths']['unjudged.jsonl']} into {relative(args.judgments)} (see shared/JUDGING.md)"
+        )
     print(f"report: {result['paths']['report.md']}")
     return 0

@@ -17,7 +17,11 @@ from rag.errors import RagError
 from rag.text import normalize_title
 from rag.types import Paper
 
-DEFAULT_GOLD = Path(__file__).parent / "data" / "gold.jsonl"
+DATA_DIR = Path(__file__).parent / "data"
+# dev: written and tuned on (the first gold set). test: written before the pipeline changes that
+# it measures, and never tuned on; run it at the start and at the end of a piece of work.
+SPLITS: dict[str, Path] = {"dev": DATA_DIR / "dev.jsonl", "test": DATA_DIR / "test.jsonl"}
+DEFAULT_GOLD = SPLITS["dev"]
 
 
 class GoldError(RagError):
@@ -33,6 +37,10 @@ class GoldItem:
     gold_ids: tuple[str, ...]
     type: str
     line: int
+    # The split the item comes from ("dev", "test", or the gold file's name for other files).
+    split: str = ""
+    # A finer label some types carry (unanswerable: "near-miss" or "absent").
+    subtype: str = ""
 
     @property
     def answerable(self) -> bool:
@@ -46,6 +54,8 @@ class GoldItem:
             "must_include": list(self.must_include),
             "gold_paper_ids": list(self.gold_ids),
             "type": self.type,
+            "subtype": self.subtype,
+            "split": self.split,
         }
 
 
@@ -57,7 +67,16 @@ def _strings(value: Any, field: str, where: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value)
 
 
-def load_gold(path: str | Path, papers: Mapping[str, Paper]) -> list[GoldItem]:
+def load_split(split: str, papers: Mapping[str, Paper]) -> list[GoldItem]:
+    """The bundled items of ``split`` ("dev", "test" or "all": dev then test)."""
+    if split == "all":
+        return [item for name in SPLITS for item in load_split(name, papers)]
+    if split not in SPLITS:
+        raise GoldError(f"unknown split {split!r}: use one of {', '.join(SPLITS)} or all")
+    return load_gold(SPLITS[split], papers, split=split)
+
+
+def load_gold(path: str | Path, papers: Mapping[str, Paper], *, split: str | None = None) -> list[GoldItem]:
     """Read and validate a gold file against the papers of an index.
 
     Raises:
@@ -108,6 +127,9 @@ def load_gold(path: str | Path, papers: Mapping[str, Paper]) -> list[GoldItem]:
         qtype = rec.get("type") or ("unanswerable" if not ids else "answerable")
         if not isinstance(qtype, str):
             raise GoldError(f"{where}: field 'type' must be a string")
+        subtype = rec.get("subtype") or ""
+        if not isinstance(subtype, str):
+            raise GoldError(f"{where}: field 'subtype' must be a string")
         items.append(
             GoldItem(
                 id=qid,
@@ -117,6 +139,8 @@ def load_gold(path: str | Path, papers: Mapping[str, Paper]) -> list[GoldItem]:
                 gold_ids=tuple(dict.fromkeys(ids)),
                 type=qtype,
                 line=number,
+                split=split or path.stem,
+                subtype=subtype,
             )
         )
     if not items:

@@ -25,6 +25,14 @@ def recall_at_k(ranking: Sequence[str], gold: set[str], k: int) -> float:
     return len(gold & set(ranking[:k])) / len(gold)
 
 
+def capped_recall_at_k(ranking: Sequence[str], gold: set[str], k: int) -> float:
+    """BEIR's R_cap@k: gold papers in the top ``k`` over min(k, |gold|), so a list question with
+    more gold papers than ``k`` can still reach 1."""
+    if not gold:
+        raise ValueError("recall needs at least one gold paper")
+    return len(gold & set(ranking[:k])) / min(k, len(gold))
+
+
 def reciprocal_rank(ranking: Sequence[str], gold: set[str]) -> float:
     for rank, item in enumerate(ranking, 1):
         if item in gold:
@@ -59,10 +67,24 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def contains_token(text: str, required: str) -> bool:
+    """``required`` occurs in ``text`` as whole tokens: case-insensitive, spacing folded, and not
+    inside a longer word or number ("24" is not in "2024" nor in "0.24"; "15%" is in "15%.")."""
+    folded = " ".join(text.lower().split())
+    needle = " ".join(required.lower().split())
+    if not needle:
+        return True
+    pattern = r"(?<!\w)(?<!\d[.,])" + re.escape(needle) + r"(?!\w)(?![.,]\d)"
+    if not needle[0].isalnum():
+        pattern = pattern.replace(r"(?<!\w)(?<!\d[.,])", "", 1)
+    if not needle[-1].isalnum():
+        pattern = pattern.replace(r"(?!\w)(?![.,]\d)", "", 1)
+    return re.search(pattern, folded) is not None
+
+
 def must_include(answer: str, required: Sequence[str]) -> bool:
-    """Every required string occurs in the answer (case-insensitive; spacing folded)."""
-    folded = " ".join(answer.lower().split())
-    return all(" ".join(r.lower().split()) in folded for r in required)
+    """Every required string occurs in the answer as whole tokens (see ``contains_token``)."""
+    return all(contains_token(answer, r) for r in required)
 
 
 def answer_f1(answer: str, reference: str, refused: bool, answerable: bool) -> float:

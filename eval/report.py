@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from eval import metrics as m
+from eval.judgments import Judgment, judged_metrics, join
 
 # (key, label, higher is better) in report order.
 RETRIEVAL_METRICS = [
+    ("recall@k_model", "recall@k (k = papers the model sees)", True),
+    ("rcap@k_model", "capped recall R_cap@k (k the model sees)", True),
+    ("rcap@10", "capped recall R_cap@10", True),
     ("hit@1", "hit@1", True),
     ("recall@1", "recall@1", True),
     ("recall@3", "recall@3", True),
@@ -20,11 +24,19 @@ RETRIEVAL_METRICS = [
     ("ndcg@10", "nDCG@10", True),
 ]
 ANSWER_METRICS = [
-    ("must_include", "must-include accuracy", True),
+    ("must_include", "must-include accuracy (answerable)", True),
     ("f1", "token F1 (refusal-aware)", True),
-    ("citation_precision", "citation precision", True),
-    ("citation_recall", "citation recall", True),
-    ("supported_rate", "sentences supported by their citations", True),
+    ("judged_faithfulness", "judged faithfulness (presented sentences a reader finds supported)", True),
+    ("judged_coverage", "judged coverage (presented sentences with a judgment)", True),
+    ("sentence_citation_precision", "citation precision, sentence level (judged)", True),
+    ("presented_sentences", "sentences presented as the answer", True),
+    ("judged_unsupported", "judged unsupported (count)", False),
+    ("judged_no_answer", "judged no-answer: restatements (count)", False),
+    ("judged_garbled", "judged garbled: holes, fragments (count)", False),
+    ("judged_uncited", "presented without a citation (count)", False),
+    ("citation_precision", "citation precision, paper level (cites a gold paper)", True),
+    ("citation_recall", "citation recall, paper level", True),
+    ("supported_rate", "the product's own verifier: share it grades supported (not judged)", True),
     ("citations_outside_prompt", "citations outside the prompt (count)", False),
     ("refusal_precision", "refusal precision", True),
     ("refusal_recall", "refusal recall", True),
@@ -44,13 +56,19 @@ LATENCY_METRICS = [
 ]
 
 
-def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """All metrics over a set of per-question records (one configuration)."""
+def summarize(records: Sequence[dict[str, Any]], pool: Mapping[Any, Judgment] | None = None) -> dict[str, Any]:
+    """All metrics over a set of per-question records (one configuration); ``pool``: the judgments."""
     answerable = [r for r in records if r["answerable"]]
     out: dict[str, Any] = {"questions": len(records), "answerable": len(answerable)}
     if answerable:
         gold = [set(r["gold_paper_ids"]) for r in answerable]
         ranks = [r["ranking"] for r in answerable]
+        ks = [int(r.get("top_k") or 4) for r in answerable]
+        out["recall@k_model"] = m.mean(m.recall_at_k(x, g, k) for x, g, k in zip(ranks, gold, ks, strict=True))
+        out["rcap@k_model"] = m.mean(
+            m.capped_recall_at_k(x, g, k) for x, g, k in zip(ranks, gold, ks, strict=True)
+        )
+        out["rcap@10"] = m.mean(m.capped_recall_at_k(x, g, 10) for x, g in zip(ranks, gold, strict=True))
         out["hit@1"] = m.mean(m.hit_at_1(x, g) for x, g in zip(ranks, gold, strict=True))
         for k in (1, 3, 5, 10):
             out[f"recall@{k}"] = m.mean(m.recall_at_k(x, g, k) for x, g in zip(ranks, gold, strict=True))
@@ -76,6 +94,8 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     )
     out["citations_outside_prompt"] = sum(r["citations_outside_prompt"] for r in answered)
     out.update(m.refusal_scores([r["refused"] for r in answered], [r["answerable"] for r in answered]))
+    out["false_refusals"] = sum(r["refused"] and r["answerable"] for r in answered)
+    out.update(judged_metrics(join(answered, pool or {})))
     asked = [r for r in answered if r.get("prompt_tokens")]
     out["evidence_p50_s"] = m.median(r.get("evidence_s") for r in asked)
     out["first_token_p50_s"] = m.median(r["first_token_s"] for r in asked)
@@ -88,9 +108,11 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def summarize_by_type(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def summarize_by_type(
+    records: Sequence[dict[str, Any]], pool: Mapping[Any, Judgment] | None = None
+) -> dict[str, dict[str, Any]]:
     types = sorted({r["type"] for r in records})
-    return {t: summarize([r for r in records if r["type"] == t]) for t in types}
+    return {t: summarize([r for r in records if r["type"] == t], pool) for t in types}
 
 
 def _scale(value: float | None, factor: float) -> float | None:
@@ -118,24 +140,14 @@ def comparison(summary: dict[str, dict[str, Any]], base: str, other: str) -> lis
     return lines
 
 
-def write_report(
-    out_dir: Path, runs: dict[str, dict[str, Any]], meta: dict[str, Any], records: dict[str, list[dict[str, Any]]]
-) -> dict[str, Path]:
-    """Write report.md, report.json, answers.jsonl and the plots; return their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = list(runs)
-    summary = {n: runs[n]["overall"] for n in names}
-    lines = [f"# Eval report ({meta['date']})", ""]
-    lines.append(
-        f"Gold set: `{meta['gold']}` ({meta['questions']} questions; {meta['types']}). "
-        f"Index: {meta['papers']} papers, corpus hash `{meta['corpus_hash'][:12]}`. Machine: {meta['machine']}."
-    )
-    lines.append("")
-    for n in names:
-        lines.append(
-            f"- **{n}**: {runs[n]['description']} (`{json.dumps(runs[n]['overrides'])}`; model {runs[n]['model']})"
-        )
-    lines.append("")
+def _split_sections(
+    split: str, runs: dict[str, dict[str, Any]], names: list[str], note: str
+) -> list[str]:
+    """The tables of one split: retrieval, answers, latency, the product against each other
+    configuration (differences and ratios), and each configuration by question type."""
+    summary = {n: runs[n]["splits"][split]["overall"] for n in names}
+    questions = summary[names[0]]["questions"]
+    lines = [f"## Split `{split}` ({questions} questions)", "", note, ""]
     sections = [
         ("Retrieval (paper level, answerable questions)", RETRIEVAL_METRICS),
         ("Answers", ANSWER_METRICS),
@@ -145,32 +157,70 @@ def write_report(
         present = [(k, label) for k, label, _ in rows if any(summary[n].get(k) is not None for n in names)]
         if not present:
             continue
-        lines += [f"## {title}", "", "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += [f"### {title} ({split})", "", "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for key, label in present:
             lines.append(f"| {label} | " + " | ".join(fmt(summary[n].get(key)) for n in names) + " |")
         lines.append("")
-    if "default" in names and "naive" in names and summary["naive"].get("f1") is not None:
-        lines += ["## The product against the naive pipeline", "", *comparison(summary, "default", "naive"), ""]
-    lines += ["## By question type", ""]
+    if "default" in names:
+        for other in names:
+            if other != "default" and summary[other].get("f1") is not None and summary["default"].get("f1") is not None:
+                lines += [f"### The product against {other} ({split})", "", *comparison(summary, "default", other), ""]
     keys = [
-        ("recall@5", "recall@5"),
+        ("recall@k_model", "recall@k"),
+        ("rcap@k_model", "R_cap@k"),
         ("must_include", "must-include"),
+        ("judged_faithfulness", "judged faithful"),
+        ("judged_coverage", "judged cov."),
         ("citation_precision", "cit. precision"),
-        ("citation_recall", "cit. recall"),
         ("f1", "F1"),
         ("refused", "refused"),
     ]
     for n in names:
-        by_type = runs[n]["by_type"]
+        by_type = runs[n]["splits"][split]["by_type"]
         lines += [
-            f"### {n}",
+            f"### {n} by question type ({split})",
             "",
             "| type | n | " + " | ".join(lab for _, lab in keys) + " |",
             "|---|---|" + "---|" * len(keys),
         ]
-        for t, s in by_type.items():
-            lines.append(f"| {t} | {s['questions']} | " + " | ".join(fmt(s.get(k)) for k, _ in keys) + " |")
+        for t, st in by_type.items():
+            lines.append(f"| {t} | {st['questions']} | " + " | ".join(fmt(st.get(k)) for k, _ in keys) + " |")
         lines.append("")
+    return lines
+
+
+SPLIT_NOTES = {
+    "test": "Held out: written before the pipeline changes it measures and never tuned on. These are the numbers to trust.",
+    "dev": "Tuned on: settings, prompts and rules were chosen by looking at these questions; read with that in mind.",
+}
+
+
+def write_report(
+    out_dir: Path, runs: dict[str, dict[str, Any]], meta: dict[str, Any], records: dict[str, list[dict[str, Any]]]
+) -> dict[str, Path]:
+    """Write report.md, report.json, answers.jsonl and the plots; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = list(runs)
+    summary = {n: runs[n]["overall"] for n in names}
+    lines = [f"# Eval report ({meta['date']})", ""]
+    lines.append(
+        f"Gold: {meta['gold']} ({meta['questions']} questions; {meta['types']}). "
+        f"Index: {meta['papers']} papers, corpus hash `{meta['corpus_hash'][:12]}`. Machine: {meta['machine']}."
+    )
+    if meta.get("judgments"):
+        lines.append(
+            f"Judgments: `{meta['judgments']}` ({meta.get('judgments_count', 0)} labels written by reading the cited "
+            "abstracts, never by the product's code); sentences still without one are listed in `unjudged.jsonl`."
+        )
+    lines.append("")
+    for n in names:
+        lines.append(
+            f"- **{n}**: {runs[n]['description']} (`{json.dumps(runs[n]['overrides'])}`; model {runs[n]['model']}; "
+            f"{runs[n]['computed']} answers computed in this run, {runs[n]['cached']} reused from the cache)"
+        )
+    lines.append("")
+    for split in sorted(next(iter(runs.values()))["splits"], key=lambda x: (x != "test", x)):
+        lines += _split_sections(split, runs, names, SPLIT_NOTES.get(split, ""))
     paths = {
         "report.md": out_dir / "report.md",
         "report.json": out_dir / "report.json",
@@ -184,7 +234,9 @@ def write_report(
         for n in names:
             for r in records[n]:
                 fh.write(json.dumps({"config": n, **r}, ensure_ascii=False) + "\n")
-    paths.update(plot(out_dir, summary, records))
+    main_split = "test" if "test" in next(iter(runs.values()))["splits"] else None
+    plotted = {n: runs[n]["splits"][main_split]["overall"] for n in names} if main_split else summary
+    paths.update(plot(out_dir, plotted, records))
     return paths
 
 
@@ -203,7 +255,7 @@ def plot(
         ("must_include", "must-include"),
         ("citation_precision", "cit. precision"),
         ("citation_recall", "cit. recall"),
-        ("supported_rate", "supported"),
+        ("judged_faithfulness", "judged faithful"),
         ("refusal_f1", "refusal F1"),
     ]
     keys = [(k, lab) for k, lab in keys if any(summary[n].get(k) is not None for n in names)]

@@ -22,28 +22,39 @@ from tqdm.auto import tqdm
 from eval.gold import GoldItem
 from eval.metrics import answer_f1, must_include
 from rag.answer import Answerer
-from rag.citations import split_answer
+from rag.citations import render_sentence, split_answer
 from rag.config import RagConfig
 from rag.errors import ConfigError
 from rag.llm import Generator
 from rag.retrieve import Retriever
 from rag.store import RagIndex
 from rag.types import Answer
-from rag.verify import Verifier
+from rag.verify import Verifier, is_refusal
 
 logger = logging.getLogger(__name__)
 
 RETRIEVAL_DEPTH = 10
 
-BUILTIN_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "default": ("the product: hybrid retrieval, evidence sentences, verified citations", {}),
+# Which code answers: the product's Answerer, or one of the baselines of eval/baselines.py.
+PIPELINES = ("product", "naive", "llamaindex-citation")
+
+BUILTIN_CONFIGS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "default": ("the product: hybrid retrieval, evidence sentences, verified citations", {}, "product"),
     "naive": (
-        "a plain pipeline: top-4 whole abstracts, the model's citations trusted, no refusal threshold",
-        {"select_evidence": False, "verify": False, "min_relevance": -1.0},
+        "the usual RAG: top-4 whole abstracts (same retrieval), an instruction to cite and to say when the "
+        "sources do not answer, the model's citations trusted",
+        {},
+        "naive",
     ),
-    "dense-only": ("dense retrieval only", {"retrieval_mode": "dense"}),
-    "bm25-only": ("BM25 retrieval only", {"retrieval_mode": "bm25"}),
-    "qwen-0.5b": ("the faster 0.5B model", {"model": "qwen2.5-coder-0.5b"}),
+    "llamaindex-citation": (
+        "llama-index's CitationQueryEngine, default prompts and 512-token citation chunks, top-4 chunks by "
+        "dense similarity from the same FAISS index, same model",
+        {},
+        "llamaindex-citation",
+    ),
+    "dense-only": ("dense retrieval only", {"retrieval_mode": "dense"}, "product"),
+    "bm25-only": ("BM25 retrieval only", {"retrieval_mode": "bm25"}, "product"),
+    "qwen-0.5b": ("the faster 0.5B model", {"model": "qwen2.5-coder-0.5b"}, "product"),
 }
 
 
@@ -52,6 +63,12 @@ class EvalConfig:
     name: str
     description: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    pipeline: str = "product"
+
+    @property
+    def verified(self) -> bool:
+        """Whether the answers went through the product's verifier (what "shown as verified" means)."""
+        return self.pipeline == "product"
 
 
 def resolve_configs(specs: Sequence[str]) -> list[EvalConfig]:
@@ -59,8 +76,8 @@ def resolve_configs(specs: Sequence[str]) -> list[EvalConfig]:
     out = []
     for spec in specs:
         if spec in BUILTIN_CONFIGS:
-            desc, overrides = BUILTIN_CONFIGS[spec]
-            out.append(EvalConfig(spec, desc, dict(overrides)))
+            desc, overrides, pipeline = BUILTIN_CONFIGS[spec]
+            out.append(EvalConfig(spec, desc, dict(overrides), pipeline))
             continue
         path = Path(spec)
         if not path.is_file():
@@ -71,9 +88,15 @@ def resolve_configs(specs: Sequence[str]) -> list[EvalConfig]:
             raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
         if not isinstance(data, dict) or not isinstance(data.get("config", {}), dict):
             raise ConfigError(f"{path}: expected an object with a 'config' object")
+        pipeline = data.get("pipeline", "product")
+        if pipeline not in PIPELINES:
+            raise ConfigError(f"{path}: 'pipeline' must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
         out.append(
             EvalConfig(
-                str(data.get("name") or path.stem), str(data.get("description", "")), dict(data.get("config", {}))
+                str(data.get("name") or path.stem),
+                str(data.get("description", "")),
+                dict(data.get("config", {})),
+                pipeline,
             )
         )
     names = [c.name for c in out]
@@ -86,23 +109,61 @@ def resolve_configs(specs: Sequence[str]) -> list[EvalConfig]:
 _BUILD_FIELDS = ("index_dir", "corpus", "progress", "embed_batch_size", "chunk_overlap", "index_type", "embed_model")
 
 
-# Raise when answering code changes what an answer is (verification, refusal rules), so cached
-# answers from before the change are computed again.
-PIPELINE_VERSION = 3
+# Raise when answering code changes what an answer is (evidence, verification, refusal rules, the
+# baselines, what a record holds), so cached answers from before the change are computed again.
+PIPELINE_VERSION = 4
 
 
-def config_key(cfg: RagConfig, manifest: dict[str, Any]) -> str:
+def config_key(cfg: RagConfig, manifest: dict[str, Any], pipeline: str = "product") -> str:
     """Short hash of everything that changes an answer: the index as built (from its manifest),
-    the answering settings and the prompt templates. Where files live does not count."""
+    the answering settings, the pipeline and its version, and the prompt templates. Where files
+    live does not count."""
+    from eval import baselines
     from rag import prompts
 
     data = {k: v for k, v in cfg.to_dict().items() if k not in _BUILD_FIELDS}
     data["index"] = {k: manifest.get(k) for k in ("corpus_hash", "embedding", "chunking")}
     data["index"]["faiss"] = (manifest.get("faiss") or {"type": "flat"}).get("type")
-    data["prompts"] = [prompts.SYSTEM_PROMPT, prompts.USER_TEMPLATE, prompts.SOURCE_TEMPLATE, prompts.REWRITE_SYSTEM]
-    if cfg.verify:  # unverified answers (naive) do not go through the verifier and refusal rules
-        data["pipeline"] = PIPELINE_VERSION
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+    data["pipeline"] = [pipeline, PIPELINE_VERSION]
+    if pipeline == "product":
+        data["prompts"] = [getattr(prompts, name) for name in sorted(dir(prompts)) if name.isupper()]
+    elif pipeline == "naive":
+        data["prompts"] = [baselines.NAIVE_SYSTEM, baselines.NAIVE_USER, baselines.NAIVE_SOURCE]
+    else:
+        from llama_index.core.query_engine import citation_query_engine as cqe
+
+        data["prompts"] = [cqe.CITATION_QA_TEMPLATE.template, cqe.CITATION_REFINE_TEMPLATE.template]
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def shown_sentences(answer: Answer, *, verified: bool) -> list[dict[str, Any]]:
+    """The sentences a reader sees, each with the papers it cites and whether it is presented as
+    verified. Verified answers: as rendered (markers renumbered, [?] on unsupported ones).
+    Unverified ones: the raw text with the model's markers where it put them; every sentence is
+    presented as the answer except those that say the sources do not answer."""
+    if answer.refused:
+        return []
+    if verified:
+        paper_of = {c.n: c.paper_id for c in answer.citations}
+        return [
+            {
+                "text": s.shown or render_sentence(s.text, s.citations, unsupported=not s.supported),
+                "paper_ids": [paper_of[n] for n in s.citations if n in paper_of],
+                "verified": bool(s.supported and s.citations),
+                "refusal": False,
+            }
+            for s in answer.sentences
+        ]
+    paper_of = {s.n: s.paper_id for s in answer.sources}
+    return [
+        {
+            "text": text,
+            "paper_ids": list(dict.fromkeys(paper_of[n] for n in cited if n in paper_of)),
+            "verified": True,
+            "refusal": is_refusal(text),
+        }
+        for text, cited in split_answer(answer.raw_text, keep_markers=True)
+    ]
 
 
 def cited_support(answer: Answer, verifier: Verifier, *, verified: bool) -> tuple[int, int]:
@@ -133,9 +194,16 @@ def question_record(
     verifier: Verifier | None,
     *,
     verified: bool = True,
+    top_k: int = 4,
 ) -> dict[str, Any]:
     """What one configuration produced for one question (cached), scored against ``item``."""
-    record: dict[str, Any] = {"id": item.id, "question": item.question, "ranking": ranking, "retrieval_s": retrieval_s}
+    record: dict[str, Any] = {
+        "id": item.id,
+        "question": item.question,
+        "ranking": ranking,
+        "retrieval_s": retrieval_s,
+        "top_k": top_k,
+    }
     if answer is not None:
         prompt_ids = {s.paper_id for s in answer.sources}
         cited = [c.paper_id for c in answer.citations]
@@ -146,6 +214,8 @@ def question_record(
                 "refusal_reason": answer.refusal_reason,
                 "text": answer.text,
                 "raw_text": answer.raw_text,
+                "shown": shown_sentences(answer, verified=verified),
+                "prompt_ids": sorted(prompt_ids),
                 "cited_ids": cited,
                 "citations_outside_prompt": answer.invalid_citations + sum(pid not in prompt_ids for pid in cited),
                 "sentences": sentences,
@@ -179,6 +249,34 @@ def score(record: dict[str, Any], item: GoldItem) -> dict[str, Any]:
     return out
 
 
+def dense_paper_ranking(index: RagIndex, question: str, depth: int) -> list[str]:
+    """Papers in the order of their best chunk by dense similarity (what the peer retrieves)."""
+    hits = index.dense_search(question, depth * 4)
+    return list(dict.fromkeys(h.chunk.paper_id for h in hits))[:depth]
+
+
+def make_pipeline(
+    config: EvalConfig,
+    cfg: RagConfig,
+    index: RagIndex,
+    generator_for: Callable[[RagConfig], Generator] | None,
+) -> tuple[Any, Verifier]:
+    """The object that answers for ``config`` (anything with ``ask(question) -> Answer``), and the
+    product's verifier, used only to grade unverified answers the way the product would."""
+    from eval.baselines import CitationEnginePipeline, NaivePipeline
+    from rag.llm import load_generator
+
+    generator = generator_for(cfg) if generator_for else None
+    answerer = Answerer(cfg, index=index, generator=generator)
+    verifier = answerer.verifier(cfg)
+    if config.pipeline == "product":
+        return answerer, verifier
+    generator = generator or load_generator(cfg.model, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads)
+    if config.pipeline == "naive":
+        return NaivePipeline(cfg, index, generator), verifier
+    return CitationEnginePipeline(cfg, index, generator), verifier
+
+
 @dataclass
 class ConfigRun:
     config: EvalConfig
@@ -202,12 +300,12 @@ def run_config(
 ) -> ConfigRun:
     """Run one configuration over the gold items, reusing cached per-question results."""
     cfg = base.replace(**config.overrides)
-    key = config_key(cfg, index.manifest)
+    key = config_key(cfg, index.manifest, config.pipeline)
     cache = out_dir / "cache" / f"{config.name}-{key}{'-retrieval' if retrieval_only else ''}"
     cache.mkdir(parents=True, exist_ok=True)
     retriever = Retriever(index, candidates=cfg.candidates, rrf_k=cfg.rrf_k)
     retriever.search("warm-up", 1, cfg.retrieval_mode)  # builds BM25 outside the timings
-    answerer: Answerer | None = None
+    answerer: Any = None
     verifier: Verifier | None = None
     records: list[dict[str, Any]] = []
     computed = cached = 0
@@ -224,16 +322,18 @@ def run_config(
             except (OSError, json.JSONDecodeError):
                 logger.warning("ignoring unreadable cache entry %s", path)
         t = time.perf_counter()
-        ranking = [p.paper_id for p in retriever.search(item.question, RETRIEVAL_DEPTH, cfg.retrieval_mode)]
+        if config.pipeline == "llamaindex-citation":
+            ranking = dense_paper_ranking(index, item.question, RETRIEVAL_DEPTH)
+        else:
+            ranking = [p.paper_id for p in retriever.search(item.question, RETRIEVAL_DEPTH, cfg.retrieval_mode)]
         retrieval_s = time.perf_counter() - t
         answer = None
         if not retrieval_only:
             if answerer is None:
-                generator = generator_for(cfg) if generator_for else None
-                answerer = Answerer(cfg, index=index, generator=generator)
-                verifier = answerer.verifier(cfg)
+                answerer, verifier = make_pipeline(config, cfg, index, generator_for)
             answer = answerer.ask(item.question)
-        record = question_record(item, ranking, retrieval_s, answer, verifier, verified=cfg.verify)
+        verified = config.verified and cfg.verify
+        record = question_record(item, ranking, retrieval_s, answer, verifier, verified=verified, top_k=cfg.top_k)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
         tmp.replace(path)  # a question is cached whole or not at all

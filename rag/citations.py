@@ -55,11 +55,12 @@ def strip_citations(text: str) -> str:
     return _SPACE_BEFORE_PUNCT.sub(r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
 
 
-def split_answer(text: str) -> list[tuple[str, list[int]]]:
+def split_answer(text: str, *, keep_markers: bool = False) -> list[tuple[str, list[int]]]:
     """Sentences of an answer as (text without markers, cited numbers).
 
     Markers that the sentence splitter put at the start of a sentence ("... end. [2] Next")
-    belong to the sentence before them.
+    belong to the sentence before them. ``keep_markers``: the text keeps its markers where the
+    model wrote them (what a reader of the raw text sees).
     """
     sentences: list[list] = []
     for line in text.splitlines():  # list items and titles on their own lines are sentences too
@@ -70,13 +71,17 @@ def split_answer(text: str) -> list[tuple[str, list[int]]]:
             lead = _LEADING_MARKERS.match(piece)
             if lead and sentences and (i > 0 or not strip_citations(piece)):
                 sentences[-1][1].extend(find_citations(lead.group(0)))
+                if keep_markers:
+                    sentences[-1][0] += " " + lead.group(0).strip()
                 piece = piece[lead.end() :]
             body = strip_citations(piece)
             nums = find_citations(piece)
             if body:
-                sentences.append([body, nums])
+                sentences.append([piece.strip() if keep_markers else body, nums])
             elif sentences:
                 sentences[-1][1].extend(nums)
+                if keep_markers and piece.strip():
+                    sentences[-1][0] += " " + piece.strip()
     return [(body, list(dict.fromkeys(nums))) for body, nums in sentences]
 
 

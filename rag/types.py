@@ -242,10 +242,13 @@ class AnswerSentence:
     supported: bool
     repaired: bool = False
     issues: tuple[str, ...] = ()
+    # The sentence as the reader sees it: final markers (or the unsupported mark) in place.
+    shown: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "text": self.text,
+            "shown": self.shown,
             "citations": list(self.citations),
             "supported": self.supported,
             "repaired": self.repaired,

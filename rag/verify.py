@@ -327,12 +327,17 @@ class Verifier:
                 evidence.setdefault(n, [])
                 if evidence_of[n] not in evidence[n]:
                     evidence[n].append(evidence_of[n])
+            rendered.append(render_sentence(body, final, unsupported=not supported))
             sentences.append(
                 AnswerSentence(
-                    text=body, citations=tuple(final), supported=supported, repaired=repaired, issues=tuple(issues)
+                    text=body,
+                    citations=tuple(final),
+                    supported=supported,
+                    repaired=repaired,
+                    issues=tuple(issues),
+                    shown=rendered[-1],
                 )
             )
-            rendered.append(render_sentence(body, final, unsupported=not supported))
         citations = []
         for old, new in sorted(mapping.items(), key=lambda kv: kv[1]):
             src = by_n[old]

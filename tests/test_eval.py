@@ -107,7 +107,7 @@ def test_bundled_gold_set_matches_the_corpus() -> None:
     from rag.config import BUNDLED_CORPUS
 
     papers, _ = read_corpus([BUNDLED_CORPUS])
-    items = load_gold(Path(__file__).parents[1] / "eval" / "data" / "gold.jsonl", {p.paper_id: p for p in papers})
+    items = load_gold(Path(__file__).parents[1] / "eval" / "data" / "dev.jsonl", {p.paper_id: p for p in papers})
     counts: dict[str, int] = {}
     for item in items:
         counts[item.type] = counts.get(item.type, 0) + 1
@@ -172,7 +172,7 @@ def test_full_eval_writes_every_report_file(fake_index, gold_file: Path, tmp_pat
     # The invented Mars answer is refused by the product (unsupported number) but not by naive.
     assert default["refusal_recall"] == 1.0 and naive["refusal_recall"] == 0.0
     report = (out / "report.md").read_text()
-    assert "The product against the naive pipeline" in report and "### default" in report
+    assert "### The product against naive" in report and "### default by question type" in report
     data = json.loads((out / "report.json").read_text())
     assert data["meta"]["corpus_hash"] == fake_index.manifest["corpus_hash"] and data["meta"]["gold_sha256"]
     assert len((out / "answers.jsonl").read_text().splitlines()) == 8
@@ -220,3 +220,167 @@ def test_corrected_gold_rescores_cached_answers(fake_index, gold_file: Path, tmp
     second = run_eval(fake_index, gold_file, out, ["default"], again)
     assert again.calls == [] and second["runs"]["default"]["cached"] == 4
     assert second["runs"]["default"]["overall"]["must_include"] == pytest.approx(2 / 3)
+
+
+# -- honest evaluation: splits, whole-token matching, capped recall, judgments, baselines ----------------
+def test_must_include_matches_whole_tokens() -> None:
+    assert not m.must_include("Released in 2024 [1].", ["24"])
+    assert not m.must_include("A gain of 0.24 points.", ["24"]) and not m.must_include("24.5 points", ["24"])
+    assert m.must_include("It reaches 24 points (24%).", ["24", "24%"])
+    assert m.must_include("up to 15%.", ["15%"]) and m.must_include("ResNet-50 wins", ["resnet"])
+
+
+def test_capped_recall_by_hand() -> None:
+    gold = {"a", "b", "c", "d", "e", "f"}
+    assert m.capped_recall_at_k(["a", "x", "b", "c"], gold, 4) == pytest.approx(3 / 4)
+    assert m.capped_recall_at_k(["a", "x"], {"a"}, 4) == 1.0
+    assert m.recall_at_k(["a", "x", "b", "c"], gold, 4) == pytest.approx(3 / 6)
+
+
+def test_bundled_test_split_is_complete_and_checked_against_the_abstracts() -> None:
+    from eval.gold import load_split
+    from eval.metrics import contains_token
+    from index_build.corpus import read_corpus
+    from rag.config import BUNDLED_CORPUS
+
+    papers, _ = read_corpus([BUNDLED_CORPUS])
+    by_id = {p.paper_id: p for p in papers}
+    test = load_split("test", by_id)
+    dev = load_split("dev", by_id)
+    assert {i.split for i in test} == {"test"} and {i.split for i in dev} == {"dev"}
+    assert not {i.id for i in test} & {i.id for i in dev}
+    counts: dict[str, int] = {}
+    for item in test:
+        counts[item.type] = counts.get(item.type, 0) + 1
+    assert len(test) >= 80
+    expected = {"fact": 20, "number": 15, "paraphrase": 15, "multipart": 10, "list": 8, "compare": 6, "unanswerable": 12}
+    assert all(counts.get(t, 0) >= n for t, n in expected.items()), counts
+    unanswerable = [i for i in test if i.type == "unanswerable"]
+    assert sum(i.subtype == "near-miss" for i in unanswerable) >= 8 and sum(i.subtype == "absent" for i in unanswerable) >= 4
+    assert all(len(i.gold_ids) == 2 for i in test if i.type == "compare")
+    assert all(len(i.gold_ids) >= 3 for i in test if i.type == "list")
+    for item in test:
+        if item.type in ("list", "compare"):  # each string is written in one of the gold papers
+            assert all(
+                any(contains_token(by_id[g].title + " " + by_id[g].abstract, s) for g in item.gold_ids)
+                for s in item.must_include
+            ), item.id
+        else:
+            text = " ".join(by_id[g].title + " " + by_id[g].abstract for g in item.gold_ids)
+            assert all(contains_token(text, s) for s in item.must_include), item.id
+
+
+def judgment_line(qid: str, sentence: str, pid: str, label: str) -> str:
+    return json.dumps({"question_id": qid, "sentence": sentence, "paper_id": pid, "label": label, "reason": "r"})
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (['{"question_id": "q"'], "j.jsonl:1: not valid JSON"),
+        ([judgment_line("q", "S.", "p", "maybe")], "j.jsonl:1: label 'maybe' is not one of"),
+        (['{"question_id": "q", "sentence": "S.", "label": "supported"}'], "j.jsonl:1: field 'paper_id' is missing"),
+        (
+            [judgment_line("q", "S.", "p", "supported"), judgment_line("q", "S.", "p", "garbled")],
+            "j.jsonl:2: label 'garbled' contradicts 'supported' at line 1",
+        ),
+    ],
+)
+def test_judgment_errors_name_the_line(tmp_path: Path, lines: list[str], message: str) -> None:
+    from eval.judgments import JudgmentError, load_judgments
+
+    path = tmp_path / "j.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(JudgmentError, match=message):
+        load_judgments(path)
+
+
+def test_judged_metrics_by_hand(tmp_path: Path) -> None:
+    from eval.judgments import join, judged_metrics, load_judgments
+
+    path = tmp_path / "j.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                judgment_line("q1", "A is B [1].", "p1", "supported"),
+                judgment_line("q1", "C  is D [1][2].", "p1", "supported"),  # whitespace is folded
+                judgment_line("q1", "C is D [1][2].", "p2", "unsupported"),
+                judgment_line("q2", "It is described in [1].", "p1", "no-answer"),
+            ]
+        )
+        + "\n"
+    )
+    pool = load_judgments(path)
+    records = [
+        {
+            "id": "q1",
+            "refused": False,
+            "shown": [
+                {"text": "A is B [1].", "paper_ids": ["p1"], "verified": True},
+                {"text": "C is D [1][2].", "paper_ids": ["p1", "p2"], "verified": True},
+                {"text": "E is F [?].", "paper_ids": [], "verified": False},  # flagged: not presented
+                {"text": "G is H.", "paper_ids": [], "verified": True},  # presented without a citation
+                {"text": "New [1].", "paper_ids": ["p1"], "verified": True},  # not judged yet
+            ],
+        },
+        {"id": "q2", "refused": False, "shown": [{"text": "It is described in [1].", "paper_ids": ["p1"], "verified": True}]},
+        {"id": "q3", "refused": True, "shown": [{"text": "X [1].", "paper_ids": ["p1"], "verified": True}]},
+    ]
+    out = judged_metrics(join(records, pool))
+    assert out["presented_sentences"] == 5 and out["judged_sentences"] == 4
+    assert out["judged_coverage"] == pytest.approx(4 / 5)
+    assert out["judged_faithfulness"] == pytest.approx(1 / 4)  # only "A is B" holds up
+    assert out["sentence_citation_precision"] == pytest.approx(2 / 4)
+    assert out["judged_no_answer"] == 1 and out["judged_unsupported"] == 1 and out["judged_uncited"] == 1
+
+
+def peer_reply(messages: Sequence[Message]) -> str:
+    """The fake model for every pipeline: the product and naive say "Question:", llama-index "Query:"."""
+    content = messages[-1]["content"]
+    question = content.split("Question:")[-1] if "Question:" in content else content.split("Query:")[-1]
+    return next((v for k, v in FACTS.items() if k.lower() in question.lower()), "None of the sources are helpful.")
+
+
+def test_eval_with_both_baselines_pools_judgments(fake_index, gold_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "peer"
+    judgments = tmp_path / "judgments.jsonl"
+    configs = ["default", "naive", "llamaindex-citation"]
+    first = run_eval(fake_index, gold_file, out, configs, FakeGenerator(peer_reply), judgments=judgments)
+    peer = first["runs"]["llamaindex-citation"]
+    assert peer["computed"] == 4 and peer["pipeline"] == "llamaindex-citation"
+    assert peer["overall"]["must_include"] == 1.0 and peer["overall"]["citations_outside_prompt"] == 0
+    todo = [json.loads(line) for line in (out / "unjudged.jsonl").read_text().splitlines()]
+    assert todo and all(t["abstract"] and t["title"] and t["sentence"] for t in todo)
+    assert first["runs"]["default"]["overall"]["judged_coverage"] == 0.0
+    # A reader labels every listed sentence; the rerun reuses every answer and reports the labels.
+    judgments.write_text(
+        "\n".join(
+            judgment_line(t["question_id"], t["sentence"], t["paper_id"], "no-answer" if "Mars" in t["sentence"] else "supported")
+            for t in todo
+        )
+        + "\n"
+    )
+    again = FakeGenerator(peer_reply)
+    second = run_eval(fake_index, gold_file, out, configs, again, judgments=judgments)
+    assert again.calls == [] and all(r["cached"] == 4 and r["computed"] == 0 for r in second["runs"].values())
+    assert not (out / "unjudged.jsonl").read_text().strip()
+    for name in configs:
+        assert second["runs"][name]["overall"]["judged_coverage"] == 1.0, name
+    assert second["runs"]["default"]["overall"]["judged_faithfulness"] == 1.0
+    assert second["runs"]["naive"]["overall"]["judged_faithfulness"] < 1.0  # naive shows the invented Mars answer
+    report = (out / "report.md").read_text()
+    assert "### The product against llamaindex-citation" in report and "judged faithfulness" in report
+    assert "0 answers computed in this run, 4 reused" in report
+
+
+def test_unverified_answers_are_shown_with_their_markers_in_place() -> None:
+    from eval.runner import shown_sentences
+    from rag.types import Answer, Source
+
+    sources = (Source(1, "p1", "T1", (), 1.0), Source(2, "p2", "T2", (), 0.5))
+    answer = Answer(
+        "q", "x", "[1] proposes a lattice. The sources do not mention mercury [2].", (), (), False, (), sources
+    )
+    shown = shown_sentences(answer, verified=False)
+    assert [s["text"] for s in shown] == ["[1] proposes a lattice.", "The sources do not mention mercury [2]."]
+    assert shown[0]["paper_ids"] == ["p1"] and shown[1]["refusal"] and not shown[0]["refusal"]
