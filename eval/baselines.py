@@ -73,7 +73,7 @@ def trusted_answer(
             n=n,
             paper_id=by_n[n].paper_id,
             title=by_n[n].title,
-            sources=by_n[n].files,
+            files=by_n[n].files,
             evidence=(),
             score=by_n[n].retrieval_score,
             prompt_n=n,

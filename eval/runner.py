@@ -109,30 +109,36 @@ def resolve_configs(specs: Sequence[str]) -> list[EvalConfig]:
 _BUILD_FIELDS = ("index_dir", "corpus", "progress", "embed_batch_size", "chunk_overlap", "index_type", "embed_model")
 
 
-# Raise when answering code changes what an answer is (evidence, verification, refusal rules, the
-# baselines, what a record holds), so cached answers from before the change are computed again.
-PIPELINE_VERSION = 4
+# Raise a pipeline's version when its code changes what an answer is (evidence, verification,
+# refusal rules, what a record holds), so its cached answers from before the change are computed
+# again; the other pipelines' caches stay valid.
+PIPELINE_VERSIONS = {"product": 5, "naive": 4, "llamaindex-citation": 4}
+# The settings the baselines read; the product's other settings do not change their answers.
+_BASELINE_FIELDS = ("model", "top_k", "retrieval_mode", "candidates", "rrf_k", "max_answer_tokens", "n_ctx")
 
 
 def config_key(cfg: RagConfig, manifest: dict[str, Any], pipeline: str = "product") -> str:
     """Short hash of everything that changes an answer: the index as built (from its manifest),
-    the answering settings, the pipeline and its version, and the prompt templates. Where files
-    live does not count."""
+    the settings the pipeline reads, the pipeline and its version, and its prompt templates.
+    Where files live does not count."""
     from eval import baselines
     from rag import prompts
 
-    data = {k: v for k, v in cfg.to_dict().items() if k not in _BUILD_FIELDS}
-    data["index"] = {k: manifest.get(k) for k in ("corpus_hash", "embedding", "chunking")}
-    data["index"]["faiss"] = (manifest.get("faiss") or {"type": "flat"}).get("type")
-    data["pipeline"] = [pipeline, PIPELINE_VERSION]
+    settings = cfg.to_dict()
     if pipeline == "product":
+        data = {k: v for k, v in settings.items() if k not in _BUILD_FIELDS}
         data["prompts"] = [getattr(prompts, name) for name in sorted(dir(prompts)) if name.isupper()]
     elif pipeline == "naive":
+        data = {k: settings[k] for k in _BASELINE_FIELDS}
         data["prompts"] = [baselines.NAIVE_SYSTEM, baselines.NAIVE_USER, baselines.NAIVE_SOURCE]
     else:
         from llama_index.core.query_engine import citation_query_engine as cqe
 
+        data = {k: settings[k] for k in _BASELINE_FIELDS}
         data["prompts"] = [cqe.CITATION_QA_TEMPLATE.template, cqe.CITATION_REFINE_TEMPLATE.template]
+    data["index"] = {k: manifest.get(k) for k in ("corpus_hash", "embedding", "chunking")}
+    data["index"]["faiss"] = (manifest.get("faiss") or {"type": "flat"}).get("type")
+    data["pipeline"] = [pipeline, PIPELINE_VERSIONS[pipeline]]
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

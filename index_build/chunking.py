@@ -12,7 +12,7 @@ from typing import Any
 from llama_index.core.node_parser import SentenceSplitter
 
 from rag.models import Embedder
-from rag.text import sentence_spans
+from rag.text import splitter_sentence_spans
 from rag.types import Chunk, Paper
 
 SPECIAL_TOKENS = 2  # [CLS] and [SEP] that a BERT-style embedder adds to every input
@@ -65,7 +65,7 @@ class Chunker:
             raise ChunkTooLongError(
                 f"paper {paper.paper_id}: the title takes more than the embedder's {self.budget}-token window ({exc})"
             ) from exc
-        spans = sentence_spans(abstract)
+        spans = splitter_sentence_spans(abstract)
         chunks: list[Chunk] = []
         previous = (-1, 0)  # (start, end) of the chunk before
         for position, piece in enumerate(p for p in pieces if p.strip()):

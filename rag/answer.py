@@ -14,21 +14,25 @@ import threading
 import time
 import unicodedata
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+
+import numpy as np
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from rag.citations import find_citations, split_answer
+from rag.citations import find_citations, render_sentence, split_answer
 from rag.config import RagConfig, get_config
 from rag.errors import RagError
 from rag.evidence import CachedEmbedder, select_evidence
+from rag.forms import name_noun_citations, question_form, short_title
 from rag.llm import Generator, load_generator
 from rag.models import Embedder, load_embedder
 from rag.prompts import CANNOT_ANSWER, REWRITE_SYSTEM, REWRITE_TEMPLATE, answer_messages
+from rag.refusal import Decision, RefusalPolicy
 from rag.retrieve import Retriever
 from rag.store import RagIndex, open_index
 from rag.types import Answer, AnswerSentence, Citation, RetrievedPaper, Source
-from rag.verify import Verifier, evidence_tokens, is_refusal, name_found, names_in, norm_name
+from rag.verify import Verified, Verifier, is_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +44,25 @@ _FOLLOW_UP = re.compile(
 )
 # The model echoing prompt structure means it has stopped answering.
 _ECHO = re.compile(r"(<\s*/?\s*sources\s*>|\nQuestion:|<\|im_start\|>|<\|im_end\|>)")
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieval:
+    """What the retrieve stage hands on: the question, its embedding, the papers found."""
+
+    question: str
+    vector: np.ndarray
+    retrieved: tuple[RetrievedPaper, ...]
+
+
+@dataclass(slots=True)
+class Generation:
+    """What the generate stage produced (filled in as the stream ends)."""
+
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class QuestionError(RagError):
@@ -190,6 +213,8 @@ class Answerer:
     def stream(self, question: str, history: History | None = None, **overrides: Any) -> Iterator[Event]:
         """Yield an ``EvidenceEvent``, then ``TokenEvent``s as the model writes, then an ``AnswerEvent``.
 
+        The stages, each a method with typed input and output: ``retrieve`` -> ``select`` ->
+        ``generate`` -> ``verify`` -> ``decide`` (the ``RefusalPolicy``) -> ``compose``.
         Keyword overrides (``top_k``, ``strict``, ``retrieval_mode``, ...) change the config for
         this question only.
         """
@@ -201,46 +226,126 @@ class Answerer:
         standalone = self.rewrite(text, history) if history else text
         if standalone != text:
             timings["rewrite"] = time.perf_counter() - start
+        form = question_form(standalone) if cfg.answer_forms else "fact"
 
         t = time.perf_counter()
-        q_vector = self.index.query_vector(standalone)  # embedded once, for retrieval and evidence
-        retrieved = tuple(self.retriever.search(standalone, cfg.top_k, cfg.retrieval_mode, vector=q_vector))
+        retrieval = self.retrieve(standalone, form, cfg)
         timings["retrieve"] = time.perf_counter() - t
-        relevance = max((r.dense_score for r in retrieved), default=0.0)
-
         base = dict(
             question=text,
-            retrieved=retrieved,
+            retrieved=retrieval.retrieved,
             model=self._model_name(),
             standalone_question=standalone if standalone != text else None,
             warnings=tuple(warnings),
+            form=form,
         )
-        if not retrieved or relevance < cfg.min_relevance:
+        policy = self.policy(cfg)
+        decision = policy.before_generation(retrieval.retrieved)
+        if decision.refused:
             timings["evidence"] = 0.0
-            yield EvidenceEvent(standalone, retrieved, (), dict(timings))
+            yield EvidenceEvent(standalone, retrieval.retrieved, (), dict(timings))
             timings["total"] = time.perf_counter() - start
-            reason = f"no paper is close to the question (best similarity {relevance:.2f} < {cfg.min_relevance:.2f})"
-            yield AnswerEvent(self._refusal(base, "", reason, timings, ()))
+            yield AnswerEvent(self._refusal(base, "", decision, timings, ()))
             return
 
         t = time.perf_counter()
-        index = self.index
-        sources = tuple(
-            select_evidence(
-                standalone,
-                q_vector,
-                retrieved,
-                index.papers,
-                self.sentence_embedder,
-                budget=cfg.evidence_tokens,
-                whole_abstracts=not cfg.select_evidence,
-            )
-        )
+        sources = self.select(retrieval, form, cfg)
         timings["evidence"] = time.perf_counter() - t
         timings["to_evidence"] = time.perf_counter() - start
-        yield EvidenceEvent(standalone, retrieved, sources, dict(timings))
+        yield EvidenceEvent(standalone, retrieval.retrieved, sources, dict(timings))
 
-        messages = answer_messages(standalone, sources)
+        if form == "list":  # one quoted line per relevant paper: verified by construction, no model
+            answer = self.compose_list(base, sources, timings, start)
+            yield AnswerEvent(answer)
+            return
+
+        generation = Generation()
+        for piece in self.generate(standalone, sources, form, cfg, generation, start):
+            yield TokenEvent(piece)
+        timings.update(generation.timings)
+        raw = generation.text
+        extra = dict(
+            sources=sources, prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens
+        )
+        if not cfg.verify:
+            yield AnswerEvent(self._unverified({**base, **extra}, raw, sources, timings, start))
+            return
+
+        t = time.perf_counter()
+        verified = self.verify(standalone, raw, sources, form, cfg)
+        timings["verify"] = time.perf_counter() - t
+        decision = policy.after_verification(
+            standalone,
+            verified.sentences,
+            verified.citations,
+            self.index.papers,
+            said_cannot_answer=verified.said_cannot_answer,
+            raw_text=raw,
+        )
+        timings["total"] = time.perf_counter() - start
+        if decision.refused:
+            yield AnswerEvent(
+                self._refusal({**base, **extra}, raw, decision, timings, verified.sentences, verified.invalid_citations)
+            )
+            return
+        sentences, citations = self.compose(form, verified, sources)
+        answer = Answer(
+            **base,
+            **extra,
+            text=" ".join(s.shown for s in sentences),
+            raw_text=raw,
+            citations=citations,
+            sentences=sentences,
+            refused=False,
+            timings=timings,
+            invalid_citations=verified.invalid_citations,
+        )
+        yield AnswerEvent(answer)
+
+    # -- the stages -----------------------------------------------------------------------------
+    def retrieve(self, question: str, form: str, cfg: RagConfig) -> Retrieval:
+        """Papers for the question (more of them for a list question), and its embedding."""
+        vector = self.index.query_vector(question)  # embedded once, for retrieval and evidence
+        k = max(cfg.top_k, cfg.list_max_papers) if form == "list" else cfg.top_k
+        retrieved = tuple(self.retriever.search(question, k, cfg.retrieval_mode, vector=vector))
+        if form == "list":
+            retrieved = self.list_papers(retrieved, cfg)
+        return Retrieval(question, vector, retrieved)
+
+    @staticmethod
+    def list_papers(retrieved: Sequence[RetrievedPaper], cfg: RagConfig) -> tuple[RetrievedPaper, ...]:
+        """The papers a list answer names: close to the question in absolute terms and relative to
+        the best one (a list question's papers are about one topic)."""
+        if not retrieved:
+            return ()
+        top = max(r.dense_score for r in retrieved)
+        floor = max(cfg.list_min_relevance, top - cfg.list_margin)
+        kept = tuple(r for r in retrieved if r.dense_score >= floor)
+        return kept or tuple(retrieved[:1])
+
+    def select(self, retrieval: Retrieval, form: str, cfg: RagConfig) -> tuple[Source, ...]:
+        """The numbered sources and the sentences of each that the model reads."""
+        whole_top = {"fact": cfg.evidence_whole_top, "which-paper": cfg.evidence_whole_top, "compare": 2}.get(form, 0)
+        return tuple(
+            select_evidence(
+                retrieval.question,
+                retrieval.vector,
+                retrieval.retrieved,
+                self.index.papers,
+                self.sentence_embedder,
+                budget=cfg.evidence_tokens if form != "list" else 40 * len(retrieval.retrieved) + 60 * 8,
+                whole_abstracts=not cfg.select_evidence,
+                whole_top=whole_top if cfg.select_evidence else 0,
+                whole_cap=cfg.evidence_whole_cap,
+            )
+        )
+
+    def generate(
+        self, question: str, sources: Sequence[Source], form: str, cfg: RagConfig, out: Generation, start: float
+    ) -> Iterator[str]:
+        """Stream the model's answer; ``out`` receives the whole text, token counts and timings.
+        Stops when the model repeats itself or echoes the prompt's structure."""
+        messages = answer_messages(question, sources, form)
         generator = self.generator
         t = time.perf_counter()
         pieces: list[str] = []
@@ -249,68 +354,90 @@ class Answerer:
             for piece in stream:
                 if first is None:
                     first = time.perf_counter()
-                    timings["first_token"] = first - start
+                    out.timings["first_token"] = first - start
                 pieces.append(piece)
                 so_far = "".join(pieces)
                 echo = _ECHO.search(so_far)
                 if echo:
                     pieces = [so_far[: echo.start()]]
                     break
-                yield TokenEvent(piece)
+                yield piece
                 if repeats_itself(so_far):
                     logger.info("stopped a repeating answer")
                     break
         end = time.perf_counter()
-        raw = "".join(pieces).strip()
-        timings["generate"] = end - t
-        completion_tokens = len(pieces)
-        if first is not None and end > first and completion_tokens > 1:
-            timings["tokens_per_s"] = (completion_tokens - 1) / (end - first)
-        prompt_tokens = generator.count_tokens(messages)
+        out.text = "".join(pieces).strip()
+        out.timings["generate"] = end - t
+        out.completion_tokens = len(pieces)
+        if first is not None and end > first and len(pieces) > 1:
+            out.timings["tokens_per_s"] = (len(pieces) - 1) / (end - first)
+        out.prompt_tokens = generator.count_tokens(messages)
 
-        t = time.perf_counter()
-        extra = dict(sources=sources, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-        if cfg.verify:
-            verified = self.verifier(cfg).verify(raw, sources, strict=cfg.strict)
-            timings["verify"] = time.perf_counter() - t
-            if not any(s.supported for s in verified.sentences):
-                reason = (
-                    "the sources were judged not to answer it"
-                    if verified.said_cannot_answer or not raw
-                    else "no sentence of the answer is supported by the sources"
-                )
-                timings["total"] = time.perf_counter() - start
-                yield AnswerEvent(
-                    self._refusal(
-                        {**base, **extra}, raw, reason, timings, verified.sentences, verified.invalid_citations
+    def verify(self, question: str, raw: str, sources: Sequence[Source], form: str, cfg: RagConfig) -> Verified:
+        """Citations used as nouns get their paper's name, then every claim is checked against
+        the paper it cites."""
+        named = name_noun_citations(raw, {s.n: s.title for s in sources}) if cfg.answer_forms else raw
+        return self.verifier(cfg).verify(named, sources, strict=cfg.strict, question=question, form=form)
+
+    def policy(self, cfg: RagConfig) -> RefusalPolicy:
+        return RefusalPolicy(min_relevance=cfg.min_relevance, require_question_names=cfg.require_question_names)
+
+    def compose(
+        self, form: str, verified: Verified, sources: Sequence[Source]
+    ) -> tuple[tuple[AnswerSentence, ...], tuple[Citation, ...]]:
+        """The final sentences in the answer's form. A "which paper" answer starts by naming the
+        paper its first verified sentence cites (taken from the citation, not from the model);
+        a comparison starts with one quoted line per compared paper."""
+        sentences, citations = list(verified.sentences), list(verified.citations)
+        if form == "which-paper":
+            first = next((s for s in sentences if s.supported and s.citations), None)
+            if first is not None:
+                cited = next(c for c in citations if c.n == first.citations[0])
+                if short_title(cited.title).strip("\u201c\u201d").lower() not in " ".join(s.text for s in sentences).lower():
+                    body = f"The paper is \u201c{cited.title}\u201d."
+                    shown = render_sentence(body, (cited.n,))
+                    sentences.insert(
+                        0, AnswerSentence(body, (cited.n,), True, shown=shown, verdict="system")
                     )
+        return tuple(sentences), tuple(citations)
+
+    def compose_list(
+        self, base: dict[str, Any], sources: Sequence[Source], timings: dict[str, float], start: float
+    ) -> Answer:
+        """A list answer: each relevant paper named, with the abstract sentence closest to the
+        question quoted (numbered in retrieval order)."""
+        sentences = []
+        citations = []
+        for src in sources:
+            best = max(src.sentences, key=lambda e: e.score, default=None)
+            if best is None:
+                continue
+            n = len(citations) + 1
+            body = f"\u201c{src.title}\u201d: {best.text}"
+            sentences.append(AnswerSentence(body, (n,), True, shown=render_sentence(body, (n,)), verdict="quote"))
+            citations.append(
+                Citation(
+                    n=n,
+                    paper_id=src.paper_id,
+                    title=src.title,
+                    files=src.files,
+                    evidence=(best.text,),
+                    score=src.retrieval_score,
+                    prompt_n=src.n,
                 )
-                return
-            absent = self._absent_question_names(standalone, verified.citations) if cfg.require_question_names else []
-            if absent:
-                timings["total"] = time.perf_counter() - start
-                reason = f"the cited papers do not mention {', '.join(absent)}, which the question asks about"
-                yield AnswerEvent(
-                    self._refusal(
-                        {**base, **extra}, raw, reason, timings, verified.sentences, verified.invalid_citations
-                    )
-                )
-                return
-            timings["total"] = time.perf_counter() - start
-            answer = Answer(
-                **base,
-                **extra,
-                text=verified.text,
-                raw_text=raw,
-                citations=verified.citations,
-                sentences=verified.sentences,
-                refused=False,
-                timings=timings,
-                invalid_citations=verified.invalid_citations,
             )
-        else:
-            answer = self._unverified({**base, **extra}, raw, sources, timings, start)
-        yield AnswerEvent(answer)
+        timings["total"] = time.perf_counter() - start
+        return Answer(
+            **base,
+            sources=tuple(sources),
+            text="\n".join(f"- {s.shown}" for s in sentences),
+            raw_text="",
+            citations=tuple(citations),
+            sentences=tuple(sentences),
+            refused=not sentences,
+            refusal_reason=None if sentences else "no paper has a sentence close to the question",
+            timings=timings,
+        )
 
     def rewrite(self, question: str, history: History) -> str:
         """Turn a follow-up into a standalone question, using the model only when needed."""
@@ -349,23 +476,11 @@ class Answerer:
             abstracts={pid: p.abstract for pid, p in self.index.papers.items()},
         )
 
-    def _absent_question_names(self, question: str, citations: Sequence[Citation]) -> list[str]:
-        """Names in the question (as the verifier finds them) that no cited paper's title or
-        abstract mentions, as the question writes them."""
-        papers = self.index.papers
-        tokens = evidence_tokens(
-            " ".join(f"{papers[c.paper_id].title} {papers[c.paper_id].abstract}" for c in citations)
-        )
-        absent = {n for n in names_in(question) if not name_found(n, tokens)}
-        return [
-            w for w in dict.fromkeys(t.strip("\"'()[]{}.,;:!?") for t in question.split()) if norm_name(w) in absent
-        ]
-
     @staticmethod
     def _refusal(
         base: dict[str, Any],
         raw: str,
-        reason: str,
+        decision: Decision,
         timings: dict[str, float],
         sentences: Sequence[AnswerSentence],
         invalid: int = 0,
@@ -381,7 +496,8 @@ class Answerer:
             citations=(),
             sentences=tuple(sentences),
             refused=True,
-            refusal_reason=reason,
+            refusal_reason=decision.reason,
+            refusal_code=decision.code,
             timings=timings,
             invalid_citations=invalid,
         )
@@ -403,7 +519,7 @@ class Answerer:
                 n=n,
                 paper_id=by_n[n].paper_id,
                 title=by_n[n].title,
-                sources=by_n[n].files,
+                files=by_n[n].files,
                 evidence=(),
                 score=by_n[n].retrieval_score,
                 prompt_n=n,

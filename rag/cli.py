@@ -115,16 +115,23 @@ def _print_answer(answer: Answer, out: TextIO) -> None:
 
     changed = strip_citations(answer.raw_text) != strip_citations(answer.text)
     label = "Verified answer" if changed and not answer.refused else "Answer"
-    print(f"{label}: {answer.text}", file=out)
+    if answer.form == "list" and not answer.refused:
+        print(f"{label}:", file=out)
+        for sentence in answer.sentences:
+            print(f"  - {sentence.shown}", file=out)
+    else:
+        print(f"{label}: {answer.text}", file=out)
     if answer.refused and answer.refusal_reason:
         print(f"  (refused: {answer.refusal_reason})", file=out)
     unsupported = [s for s in answer.sentences if not s.supported]
     if unsupported and not answer.refused:
-        print("  [?] marks a sentence that no source supports.", file=out)
+        print("  [?] marks a sentence that no source supports:", file=out)
+        for s in unsupported:
+            print(f"      \u201c{s.text}\u201d: {'; '.join(s.issues) or 'not supported'}", file=out)
     if answer.citations:
         print("\nReferences:", file=out)
         for c in answer.citations:
-            print(f"  [{c.n}] {c.title}  ({', '.join(c.sources)})", file=out)
+            print(f"  [{c.n}] {c.title}  ({', '.join(c.files)})", file=out)
             for sentence in c.evidence:
                 print(f"      \u201c{sentence}\u201d", file=out)
     t = answer.timings

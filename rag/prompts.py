@@ -48,9 +48,17 @@ def format_sources(sources: Sequence[Source]) -> str:
     return "\n\n".join(SOURCE_TEMPLATE.format(n=s.n, title=s.title, text=s.text) for s in sources)
 
 
-def answer_messages(question: str, sources: Sequence[Source]) -> list[dict[str, str]]:
+# A line after the question for the forms that need one (the system prompt stays fixed, so its
+# KV cache is reused across questions).
+FORM_HINTS = {
+    "which-paper": "Start with the name of the paper that does this.",
+    "compare": "Say what each of the two papers does, each with its source number, then how they differ.",
+}
+
+
+def answer_messages(question: str, sources: Sequence[Source], form: str = "fact") -> list[dict[str, str]]:
     """The chat messages for one question over numbered sources."""
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": USER_TEMPLATE.format(sources=format_sources(sources), question=question)},
-    ]
+    user = USER_TEMPLATE.format(sources=format_sources(sources), question=question)
+    if form in FORM_HINTS:
+        user += "\n" + FORM_HINTS[form]
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]

@@ -119,7 +119,7 @@ class Retriever:
                     bm25_score=float(bm25_best.get(paper_id, 0.0)),
                     dense_rank=dense_rank.get(paper_id),
                     bm25_rank=bm25_rank.get(paper_id),
-                    sources=paper.source_files,
+                    files=paper.source_files,
                 )
             )
         return out

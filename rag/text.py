@@ -52,10 +52,24 @@ def content_hash(*parts: str) -> str:
     return h.hexdigest()
 
 
+# Abbreviations of scientific prose that end in a period without ending the sentence, added to
+# punkt's trained English list (which misses "et al.", "Fig.", "e.g.", "Sec.", "Tab.").
+_ABBREVIATIONS = frozenset(
+    "al fig figs e.g i.e sec secs eq eqs vs cf approx resp tab tabs ref refs no nos etc viz w.r.t c.f ca pp ch app"
+    .split()
+)
+
+
+def _nltk_data() -> None:
+    # llama-index ships nltk's punkt data; pointing nltk at that bundled copy means no download.
+    from llama_index.core.utils import globals_helper
+
+    globals_helper.wait_for_nltk_check()
+
+
 @lru_cache(maxsize=1)
-def _punkt():  # type: ignore[no-untyped-def]
-    # llama-index ships the punkt data it needs; importing its splitter utils points nltk at
-    # that bundled copy, so no download happens.
+def _splitter_punkt():  # type: ignore[no-untyped-def]
+    """The untrained punkt that llama-index's ``SentenceSplitter`` uses (chunk boundaries)."""
     from llama_index.core.node_parser.text.utils import split_by_sentence_tokenizer
 
     split_by_sentence_tokenizer()
@@ -64,12 +78,32 @@ def _punkt():  # type: ignore[no-untyped-def]
     return nltk.tokenize.PunktSentenceTokenizer()
 
 
+@lru_cache(maxsize=1)
+def _trained_punkt():  # type: ignore[no-untyped-def]
+    """nltk's punkt trained on English, plus the abbreviations of papers."""
+    _nltk_data()
+    import nltk
+
+    tokenizer = nltk.tokenize.PunktTokenizer("english")
+    tokenizer._params.abbrev_types.update(_ABBREVIATIONS)
+    return tokenizer
+
+
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) character offsets of the sentences of ``text``, in order.
 
-    Uses the same punkt tokenizer as llama-index's ``SentenceSplitter`` so that sentence
-    boundaries agree with the chunk boundaries.
+    Uses punkt trained on English with the abbreviations of scientific prose, so "et al.",
+    "e.g." and "Fig. 3" do not end a sentence (the evidence the model reads and the sentences of
+    its answers are real sentences).
     """
     if not text.strip():
         return []
-    return [(int(a), int(b)) for a, b in _punkt().span_tokenize(text)]
+    return [(int(a), int(b)) for a, b in _trained_punkt().span_tokenize(text)]
+
+
+def splitter_sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Sentence offsets as llama-index's ``SentenceSplitter`` sees them (untrained punkt), so that
+    the sentences recorded with a chunk agree with the chunk's boundaries."""
+    if not text.strip():
+        return []
+    return [(int(a), int(b)) for a, b in _splitter_punkt().span_tokenize(text)]

@@ -144,7 +144,8 @@ class RetrievedPaper:
     bm25_score: float = 0.0
     dense_rank: int | None = None
     bm25_rank: int | None = None
-    sources: tuple[str, ...] = ()
+    # The corpus files the paper was read from.
+    files: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,7 +156,7 @@ class RetrievedPaper:
             "bm25_score": round(self.bm25_score, 6),
             "dense_rank": self.dense_rank,
             "bm25_rank": self.bm25_rank,
-            "sources": list(self.sources),
+            "files": list(self.files),
         }
 
 
@@ -212,7 +213,7 @@ class Citation:
     n: int
     paper_id: str
     title: str
-    sources: tuple[str, ...]
+    files: tuple[str, ...]
     evidence: tuple[str, ...]
     score: float
     prompt_n: int = 0
@@ -222,7 +223,7 @@ class Citation:
             "n": self.n,
             "paper_id": self.paper_id,
             "title": self.title,
-            "sources": list(self.sources),
+            "files": list(self.files),
             "evidence": list(self.evidence),
             "score": round(self.score, 6),
             "prompt_n": self.prompt_n,
@@ -244,11 +245,15 @@ class AnswerSentence:
     issues: tuple[str, ...] = ()
     # The sentence as the reader sees it: final markers (or the unsupported mark) in place.
     shown: str = ""
+    # "supported", "unsupported", "no-answer" (restates the question) or "system" (written by the
+    # system from a verified citation, such as the paper's name for a "which paper" question).
+    verdict: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "text": self.text,
             "shown": self.shown,
+            "verdict": self.verdict,
             "citations": list(self.citations),
             "supported": self.supported,
             "repaired": self.repaired,
@@ -280,6 +285,10 @@ class Answer:
     completion_tokens: int = 0
     invalid_citations: int = 0
     warnings: tuple[str, ...] = ()
+    # The answer's form ("fact", "which-paper", "list", "compare") and, when refused, the
+    # refusal policy's reason code (rag.refusal).
+    form: str = "fact"
+    refusal_code: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -299,4 +308,6 @@ class Answer:
             "completion_tokens": self.completion_tokens,
             "invalid_citations": self.invalid_citations,
             "warnings": list(self.warnings),
+            "form": self.form,
+            "refusal_code": self.refusal_code,
         }

@@ -37,7 +37,9 @@ _COMMON_CAPS = frozenset(
 )
 
 
-MIN_OVERLAP_WORDS = 2
+_CLAUSE = re.compile(r"\s*(?:;|,?\s+(?:while|whereas|but|and)\s+)\s*")
+# A claim close to an evidence sentence must still have this share of its new words there.
+MIN_COVERAGE = 0.34
 
 
 def is_refusal(sentence: str) -> bool:
@@ -129,6 +131,12 @@ def evidence_tokens(text: str) -> set[str]:
         tokens.add(n)
         tokens.update(norm_name(p) for p in re.split(r"[-/]", t))
     tokens.update(a + b for a, b in zip(norms, norms[1:], strict=False))
+    # Acronyms of the phrases written out: "machine learning" backs "ML", "large language
+    # models" backs "LLMs" (initials of 2-5 consecutive words, hyphen parts counted as words).
+    parts = [p for t in raw for p in re.split(r"[-/]", t) if p and p[0].isalpha()]
+    for size in range(2, 6):
+        for i in range(len(parts) - size + 1):
+            tokens.add("".join(p[0].lower() for p in parts[i : i + size]))
     tokens.discard("")
     return tokens
 
@@ -142,6 +150,15 @@ def name_found(name: str, tokens: set[str]) -> bool:
     )
 
 
+def novel_words(claim: str, question_words: set[str], title: str = "", *, keep_title: bool = False) -> set[str]:
+    """The content words of ``claim`` that the question did not already say (nor the cited paper's
+    title, unless ``keep_title``: for "which paper ..." the title is the answer). Numbers count."""
+    novel = content_words(claim) - question_words
+    if not keep_title:
+        novel -= content_words(title)
+    return novel
+
+
 @dataclass(frozen=True, slots=True)
 class SupportCheck:
     """How well one source backs one sentence."""
@@ -153,17 +170,23 @@ class SupportCheck:
     missing_names: tuple[str, ...]
     supported: bool
     best_sentence: str
+    restates: bool = False
 
     @property
     def strength(self) -> float:
         return self.similarity + self.overlap
 
     def reason(self) -> str:
+        if self.restates:
+            return "restates the question: it adds nothing the question did not say"
         if self.missing_numbers:
             return f"[{self.n}] does not contain {', '.join(self.missing_numbers)}"
         if self.missing_names:
             return f"[{self.n}] does not mention {', '.join(self.missing_names)}"
-        return f"[{self.n}] is too different (similarity {self.similarity:.2f}, word overlap {self.overlap:.2f})"
+        return (
+            f"[{self.n}] does not back it (similarity {self.similarity:.2f}, "
+            f"{self.overlap:.0%} of its new words found there)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,8 +235,22 @@ class Verifier:
         )
         return replace(source, sentences=sentences)
 
-    def check(self, claim: str, claim_vector: np.ndarray, sources: Sequence[Source]) -> SupportCheck:
-        """Support of ``claim`` by the union of ``sources`` (usually one)."""
+    def check(
+        self,
+        claim: str,
+        claim_vector: np.ndarray,
+        sources: Sequence[Source],
+        *,
+        question_words: set[str] | frozenset[str] = frozenset(),
+        keep_title: bool = False,
+    ) -> SupportCheck:
+        """Support of ``claim`` by ``sources`` (one paper, or several only when the claim names each).
+
+        Every number (in the same context) and every name must occur in the evidence, the claim
+        must say something beyond the question and the paper's title, and those new words must be
+        found in the evidence (``min_overlap`` of them), or the claim must be close to an evidence
+        sentence (``min_similarity``) with at least a third of them found.
+        """
         texts = [s.title for s in sources] + [sent.text for s in sources for sent in s.sentences]
         evidence = " ".join(texts)
         claim_numbers = numbers_in(claim)
@@ -238,16 +275,16 @@ class Verifier:
         # Show a sentence as the support where there is one; titles only back names and topics.
         n_titles = len(sources)
         best = n_titles + int(np.argmax(sims[n_titles:])) if len(texts) > n_titles else int(np.argmax(sims))
-        words = content_words(claim)
-        # Overlap needs a claim of some substance: "The answer is 42" shares its one content
-        # word with almost anything.
-        shared = words & content_words(evidence)
-        overlap = len(shared) / len(words) if len(words) >= MIN_OVERLAP_WORDS else 0.0
+        novel = novel_words(claim, set(question_words), " ".join(s.title for s in sources), keep_title=keep_title)
+        restates = not novel and not claim_numbers
+        found = novel & content_words(evidence)
+        overlap = len(found) / len(novel) if novel else (1.0 if claim_numbers else 0.0)
         similarity = float(np.max(sims))
         supported = (
-            not missing_numbers
+            not restates
+            and not missing_numbers
             and not missing_names
-            and (similarity >= self.min_similarity or overlap >= self.min_overlap)
+            and (overlap >= self.min_overlap or (similarity >= self.min_similarity and overlap >= MIN_COVERAGE))
         )
         return SupportCheck(
             sources[0].n if len(sources) == 1 else 0,
@@ -257,15 +294,55 @@ class Verifier:
             missing_names,
             supported,
             texts[best],
+            restates,
         )
 
-    def verify(self, raw_text: str, sources: Sequence[Source], *, strict: bool = False) -> Verified:
-        """Verify, repair and renumber the citations of a model's answer."""
+    def _clauses_backed(
+        self, body: str, cited: Sequence[Source], question_words: set[str], keep_title: bool
+    ) -> dict[int, str] | None:
+        """For a claim citing several papers that none backs alone: its clauses ("A does X while B
+        does Y") each backed by one cited paper, and each cited paper backing one clause. Returns
+        the evidence per paper, or None."""
+        clauses = [c for c in _CLAUSE.split(body) if content_words(c)]
+        if len(clauses) < 2:
+            return None
+        vectors = self.embedder.embed(clauses)
+        evidence: dict[int, str] = {}
+        for clause, vector in zip(clauses, vectors, strict=True):
+            backing = [
+                (s.n, c)
+                for s in cited
+                if (c := self.check(clause, vector, [s], question_words=question_words, keep_title=keep_title)).supported
+            ]
+            if not backing:
+                return None
+            n, check = max(backing, key=lambda b: b[1].strength)
+            evidence.setdefault(n, check.best_sentence)
+        return evidence if set(evidence) == {s.n for s in cited} else None
+
+    def verify(
+        self,
+        raw_text: str,
+        sources: Sequence[Source],
+        *,
+        strict: bool = False,
+        question: str = "",
+        form: str = "fact",
+    ) -> Verified:
+        """Verify, repair and renumber the citations of a model's answer.
+
+        Each claim is checked against the one paper it cites (a claim citing two papers must hold
+        for each); a supporting paper the model forgot to cite is attached; a claim that only
+        restates ``question`` is "no answer", never supported. ``form`` "which-paper": the
+        paper's title counts as an answer (it is what was asked).
+        """
         by_n = {s.n: s for s in sources}
+        question_words = content_words(question)
+        keep_title = form == "which-paper"
         parsed = split_answer(raw_text)
         invalid = 0
         said_cannot = False
-        rows: list[tuple[str, list[int], bool, bool, list[str], dict[int, str]]] = []
+        rows: list[tuple[str, list[int], bool, bool, list[str], dict[int, str], str]] = []
         claims = supported_claims = 0
         dropped: list[str] = []
         for body, cited in parsed:
@@ -280,22 +357,39 @@ class Verifier:
                 continue  # "Sure." and the like carry no claim
             claims += 1
             vector = self.embedder.embed([body])[0]
-            checks = {s.n: self.check(body, vector, [s]) for s in sources}
+
+            def check(source: Source, body: str = body, vector: np.ndarray = vector) -> SupportCheck:
+                return self.check(body, vector, [source], question_words=question_words, keep_title=keep_title)
+
+            checks = {s.n: check(s) for s in sources}
+            if all(c.restates for c in checks.values()):
+                issues.append(next(iter(checks.values())).reason())
+                verdict = "no-answer"
+                if strict:
+                    dropped.append(body)
+                    continue
+                rows.append((body, [], False, False, issues, {}, verdict))
+                continue
             kept = [n for n in valid if checks[n].supported]
             evidence_of = {n: checks[n].best_sentence for n in kept}
-            repaired = kept != valid
-            if not kept and len(valid) > 1:
-                union = self.check(body, vector, [by_n[n] for n in valid])
-                if union.supported:
-                    kept, repaired = list(valid), False
-                    evidence_of = {n: checks[n].best_sentence for n in valid}
-            if not kept:  # the cited paper may still say it, in a sentence the model was not shown
-                for n in valid:
-                    whole = self.whole(by_n[n])
-                    check = self.check(body, vector, [whole]) if whole is not None else None
-                    if check is not None and check.supported:
-                        kept.append(n)
-                        evidence_of[n] = check.best_sentence
+            repaired = False
+            # The cited paper may still say it, in a sentence the model was not shown.
+            for n in valid:
+                if n in kept:
+                    continue
+                whole = self.whole(by_n[n])
+                whole_check = check(whole) if whole is not None else None
+                if whole_check is not None and whole_check.supported:
+                    kept.append(n)
+                    evidence_of[n] = whole_check.best_sentence
+                else:
+                    issues.append(checks[n].reason())
+            kept = [n for n in valid if n in kept]
+            if len(kept) < len(valid) and len(valid) > 1:
+                split = self._clauses_backed(body, [by_n[n] for n in valid], question_words, keep_title)
+                if split is not None:  # each part holds for the paper it names
+                    kept, evidence_of = list(valid), split
+                    issues = [i for i in issues if not i.startswith(tuple(f"[{n}]" for n in valid))]
             if not kept:
                 candidates = [c for c in checks.values() if c.supported]
                 if candidates:
@@ -303,9 +397,8 @@ class Verifier:
                     kept, repaired = [best.n], True
                     evidence_of = {best.n: best.best_sentence}
                     issues.append(f"cited {valid or 'nothing'}; the evidence is in [{best.n}]")
-            for n in valid:
-                if n not in kept:
-                    issues.append(checks[n].reason())
+            elif len(kept) < len(valid):
+                repaired = True
             if not kept and not valid and sources:
                 best = max(checks.values(), key=lambda c: c.strength)
                 issues.append(best.reason())
@@ -314,14 +407,14 @@ class Verifier:
             if not supported and strict:
                 dropped.append(body)
                 continue
-            rows.append((body, kept, supported, repaired, issues, evidence_of))
+            rows.append((body, kept, supported, repaired, issues, evidence_of, "supported" if supported else "unsupported"))
 
         mapping = renumber(r[1] for r in rows if r[2])
         sentences: list[AnswerSentence] = []
         rendered: list[str] = []
         evidence: dict[int, list[str]] = {}
         strength: dict[int, float] = {}
-        for body, kept, supported, repaired, issues, evidence_of in rows:
+        for body, kept, supported, repaired, issues, evidence_of, verdict in rows:
             final = [mapping[n] for n in kept]
             for n in kept:
                 evidence.setdefault(n, [])
@@ -336,6 +429,7 @@ class Verifier:
                     repaired=repaired,
                     issues=tuple(issues),
                     shown=rendered[-1],
+                    verdict=verdict,
                 )
             )
         citations = []
@@ -346,7 +440,7 @@ class Verifier:
                     n=new,
                     paper_id=src.paper_id,
                     title=src.title,
-                    sources=src.files,
+                    files=src.files,
                     evidence=tuple(evidence.get(old, ())),
                     score=src.retrieval_score,
                     prompt_n=old,

@@ -39,7 +39,7 @@ def test_answer_cites_the_right_paper(fake_index) -> None:  # type: ignore[no-un
     assert not ans.refused
     assert ans.text == "OwlSet has 12,000 thermal images of animals at night [1]."
     assert [c.title for c in ans.citations] == ["Tiny Owls: Nocturnal Object Detection with Thermal Cameras"]
-    assert ans.citations[0].sources == ("listing_plain.txt",)
+    assert ans.citations[0].files == ("listing_plain.txt",)
     assert "12,000 thermal images" in ans.citations[0].evidence[0]
     assert ans.sentences[0].supported and ans.raw_text == OWL_FACT
     assert {"retrieve", "evidence", "first_token", "generate", "verify", "total"} <= set(ans.timings)
@@ -65,7 +65,7 @@ def test_evidence_respects_the_budget(fake_index) -> None:  # type: ignore[no-un
     assert used(event) <= 250
     assert sum(len(s.sentences) for s in event.sources) > len(event.sources)  # the budget bought extra sentences
     tiny = evidence(10)
-    assert [len(s.sentences) for s in tiny.sources] == [1, 1, 1]  # every source keeps its best sentence
+    assert [len(s.sentences) for s in tiny.sources] == [0, 0, 0]  # every pass keeps to the budget: titles only
     whole = answerer(fake_index, OWL_FACT, select_evidence=False)
     full = next(iter(whole.stream(OWL_Q)))
     assert sum(len(s.sentences) for s in full.sources) > sum(len(s.sentences) for s in event.sources)

@@ -48,7 +48,7 @@ def answer_markdown(answer: Answer) -> str:
     lines = [" ".join(parts), "", "**References**", ""]
     for c in answer.citations:
         lines.append(
-            f'{c.n}. <a id="ref-{c.n}"></a>**{escape_md(c.title)}** <sub>({escape_md(", ".join(c.sources))})</sub>'
+            f'{c.n}. <a id="ref-{c.n}"></a>**{escape_md(c.title)}** <sub>({escape_md(", ".join(c.files))})</sub>'
         )
         for sentence in c.evidence:
             lines.append(f"    > “{escape_md(sentence)}”")
@@ -66,7 +66,7 @@ def plain_text(answer: Answer) -> str:
         return answer.text
     lines = [answer.text, "", "References:"]
     for c in answer.citations:
-        lines.append(f"[{c.n}] {c.title} ({', '.join(c.sources)})")
+        lines.append(f"[{c.n}] {c.title} ({', '.join(c.files)})")
         lines += [f'    "{e}"' for e in c.evidence]
     if any(not s.supported for s in answer.sentences):
         lines += ["", f"{UNSUPPORTED_MARK} marks a sentence that no source supports."]
@@ -99,7 +99,7 @@ def evidence_html(
             f'<div class="ev-head"><span class="ev-label">{label}</span> {badge}'
             f'<span class="ev-score">similarity {hit.dense_score:.2f}</span></div>'
             f'<div class="ev-title">{html.escape(hit.title)}</div>'
-            f'<div class="ev-files">{html.escape(", ".join(hit.sources))}</div>'
+            f'<div class="ev-files">{html.escape(", ".join(hit.files))}</div>'
         )
         sentences = []
         for s in src.sentences if src else ():

@@ -1,0 +1,92 @@
+"""Answer forms the system controls: what kind of answer a question asks for, and the names of
+papers where the model used a citation as a noun.
+
+A 1.5B model writes "[1] proposes ..." or "as described in [1]"; once markers are moved to the end
+of the sentence the reader sees "proposes ..." or "as described in." A marker used as a noun is
+therefore given its paper's short title ("Hypencoder [1] proposes ..."). A "which paper"
+question is answered with the paper's name, which the system takes from the citation, never
+from the model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from rag.citations import MARKER
+
+FORMS = ("which-paper", "list", "compare", "fact")
+
+_LIST = re.compile(
+    r"^\s*(which|what)\s+(other\s+)?(papers|works|studies|articles|publications|methods|approaches)\b"
+    r"|\b(papers|works|studies)\s+in\s+the\s+collection\b|\blist\s+(the\s+)?(papers|works)\b",
+    re.IGNORECASE,
+)
+_WHICH_PAPER = re.compile(
+    r"^\s*(which|what)\s+(paper|work|study|article|publication)\b|^\s*(is|are)\s+there\s+(a|any)\s+"
+    r"(paper|work|study|article|publication)s?\b|^\s*(name|find)\s+(a|the)\s+(paper|work|study)\b",
+    re.IGNORECASE,
+)
+_COMPARE = re.compile(
+    r"\b(differ|differs|difference|differences|compare|compared|comparison|contrast|versus|vs\.?)\b", re.IGNORECASE
+)
+
+
+def question_form(question: str) -> str:
+    """The answer form a question asks for: "list" ("Which papers in the collection ...?"),
+    "which-paper" ("Which paper ...?", "Is there a paper that ...?"), "compare" ("How do A and B
+    differ ...?"), else "fact" (facts, numbers, yes/no: answered in sentences)."""
+    if _LIST.search(question):
+        return "list"
+    if _WHICH_PAPER.search(question):
+        return "which-paper"
+    if _COMPARE.search(question) and re.search(r"\b(and|or|between|both|with|from|to)\b", question, re.IGNORECASE):
+        return "compare"
+    return "fact"
+
+
+def short_title(title: str) -> str:
+    """A name for a paper in running text: the part before a colon when it is short (a method's
+    name: "Hypencoder"), else the whole title in quotes."""
+    head = title.split(":", 1)[0].strip()
+    if ":" in title and 0 < len(head.split()) <= 5:
+        return head
+    return f"\u201c{title.strip()}\u201d"
+
+
+# Words after which a marker stands for a paper (a noun), not for the source of a claim.
+_NOUN_BEFORE = frozenset(
+    "in by of from paper papers work works study studies source sources article articles method methods "
+    "approach approaches model models and both see to with on at for than like as between".split()
+)
+_WORD_BEFORE = re.compile(r"([A-Za-z]+)\W*$")
+
+
+
+def name_noun_citations(text: str, titles: Mapping[int, str]) -> str:
+    """Give each marker that stands as a noun its paper's short title: at the start of a sentence
+    ("[1] proposes"), or after a preposition, "and" or "paper" ("described in [1]", "the papers
+    [1] and [2]"). Markers that end a claim are left alone."""
+    out: list[str] = []
+    last = 0
+    for match in MARKER.finditer(text):
+        numbers = [int(n) for n in re.findall(r"\d+", match.group(1))]
+        before = text[last : match.start()]
+        out.append(before)
+        last = match.end()
+        known = [n for n in numbers if n in titles]
+        if len(known) != 1 or len(numbers) != 1:
+            out.append(match.group(0))
+            continue
+        prefix = "".join(out).rstrip()
+        at_start = not prefix or prefix.endswith((".", "!", "?", ":", "\n")) or prefix[-1] in "\"'(“"
+        word = _WORD_BEFORE.search(prefix)
+        after_noun_word = bool(word) and word.group(1).lower() in _NOUN_BEFORE and not prefix.endswith(",")
+        if at_start or after_noun_word:
+            name = short_title(titles[known[0]])
+            if name.lower() not in prefix.lower()[-len(name) - 20 :]:
+                out.append(f"{name} {match.group(0)}")
+                continue
+        out.append(match.group(0))
+    out.append(text[last:])
+    return "".join(out)

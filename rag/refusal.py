@@ -1,0 +1,114 @@
+"""The one place that decides whether the collection answers a question.
+
+Every reason to refuse is named here, with the evidence it rests on; the pipeline asks this
+policy twice: before generation (is any paper close enough to be worth the model's time?) and
+after verification (did anything the model wrote hold up, and does it speak of what was asked?).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rag.types import AnswerSentence, Citation, Paper, RetrievedPaper
+from rag.verify import evidence_tokens, name_found, names_in, norm_name
+
+# Reason codes, stable for programs (the UI, the API, the eval).
+NO_RELEVANT_PAPER = "no-relevant-paper"
+MODEL_SAYS_NOT_ANSWERED = "model-says-not-answered"
+NOTHING_VERIFIED = "nothing-verified"
+QUESTION_NAME_ABSENT = "question-name-absent"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Answer, or refuse for a named reason (``code``) explained in words (``reason``)."""
+
+    refused: bool
+    code: str | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"refused": self.refused, "code": self.code, "reason": self.reason}
+
+
+ANSWER = Decision(False)
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalPolicy:
+    """Thresholds and rules of refusal (from the config)."""
+
+    min_relevance: float = 0.3
+    require_question_names: bool = True
+
+    def before_generation(self, retrieved: Sequence[RetrievedPaper]) -> Decision:
+        """Refuse without asking the model when no retrieved paper is close to the question."""
+        relevance = max((r.dense_score for r in retrieved), default=0.0)
+        if not retrieved or relevance < self.min_relevance:
+            return Decision(
+                True,
+                NO_RELEVANT_PAPER,
+                f"no paper is close to the question (best similarity {relevance:.2f} < {self.min_relevance:.2f})",
+            )
+        return ANSWER
+
+    def after_verification(
+        self,
+        question: str,
+        sentences: Sequence[AnswerSentence],
+        citations: Sequence[Citation],
+        papers: Mapping[str, Paper],
+        *,
+        said_cannot_answer: bool,
+        raw_text: str,
+    ) -> Decision:
+        """Refuse when nothing the model wrote is supported, or when the answer speaks of papers
+        that never mention a name the question asks about."""
+        if not any(s.supported for s in sentences):
+            if said_cannot_answer or not raw_text.strip():
+                return Decision(True, MODEL_SAYS_NOT_ANSWERED, "the sources were judged not to answer it")
+            if any(s.verdict == "no-answer" for s in sentences):
+                return Decision(
+                    True, NOTHING_VERIFIED, "the answer only restated the question; no sentence of it is supported"
+                )
+            return Decision(True, NOTHING_VERIFIED, "no sentence of the answer is supported by the sources")
+        if self.require_question_names:
+            absent = absent_question_names(question, citations, papers)
+            if absent:
+                return Decision(
+                    True,
+                    QUESTION_NAME_ABSENT,
+                    f"the cited papers do not mention {', '.join(absent)}, which the question asks about",
+                )
+        return ANSWER
+
+
+_SPLIT_NAME = re.compile(r"[-/]")
+
+
+def absent_question_names(question: str, citations: Sequence[Citation], papers: Mapping[str, Paper]) -> list[str]:
+    """Names in the question (acronyms, CamelCase, capitalised or letter-digit words) that no cited
+    paper's title or abstract mentions, as the question writes them. An acronym is found when its
+    expansion is written ("ML": "machine learning"); a hyphenated name when its parts are."""
+    if not citations:
+        return []
+    tokens = evidence_tokens(" ".join(f"{papers[c.paper_id].title} {papers[c.paper_id].abstract}" for c in citations))
+    absent: set[str] = set()
+    for name in names_in(question):
+        if name_found(name, tokens):
+            continue
+        absent.add(name)
+    if not absent:
+        return []
+    out = []
+    for word in dict.fromkeys(t.strip("\"'()[]{}.,;:!?") for t in question.split()):
+        if norm_name(word) not in absent:
+            continue
+        parts = [norm_name(p) for p in _SPLIT_NAME.split(word) if norm_name(p)]
+        if len(parts) > 1 and all(name_found(p, tokens) for p in parts):
+            continue  # "long-tailed": "long" and "tailed" are both there
+        out.append(word)
+    return out
