@@ -1,0 +1,174 @@
+"""Answer forms, names for citations used as nouns, restatements, and the one refusal policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.answer import Answerer
+from rag.evidence import CachedEmbedder
+from rag.forms import name_noun_citations, question_form, short_title
+from rag.llm import FakeGenerator
+from rag.models import HashEmbedder
+from rag.refusal import (
+    MODEL_SAYS_NOT_ANSWERED,
+    NO_RELEVANT_PAPER,
+    NOTHING_VERIFIED,
+    QUESTION_NAME_ABSENT,
+    RefusalPolicy,
+    absent_question_names,
+)
+from rag.text import sentence_spans
+from rag.types import AnswerSentence, Citation, EvidenceSentence, Paper, RetrievedPaper, Source
+from rag.verify import Verifier
+
+CONFIG = {"min_relevance": 0.05, "top_k": 3}
+
+
+@pytest.mark.parametrize(
+    ("question", "form"),
+    [
+        ("Which papers in the collection study pruning?", "list"),
+        ("What works address night-time detection?", "list"),
+        ("Which paper prunes networks by watering weights?", "which-paper"),
+        ("Is there a paper that detects owls at night?", "which-paper"),
+        ("How do quantum widgets and gradient gardening differ in what they remove?", "compare"),
+        ("How many thermal images are in OwlSet?", "fact"),
+        ("Does Tiny Owl run on a laptop?", "fact"),
+    ],
+)
+def test_question_forms(question: str, form: str) -> None:
+    assert question_form(question) == form
+
+
+def test_short_titles() -> None:
+    assert short_title("Tiny Owls: Nocturnal Object Detection with Thermal Cameras") == "Tiny Owls"
+    assert short_title("Deep Residual Learning for Image Recognition") == "\u201cDeep Residual Learning for Image Recognition\u201d"
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ("[1] collects thermal images.", "Tiny Owls [1] collects thermal images."),
+        ("The detector is described in [1].", "The detector is described in Tiny Owls [1]."),
+        ("The papers [1] and [2] build tools.", "The papers Tiny Owls [1] and Gradient Gardening [2] build tools."),
+        ("It reaches 61.3 mAP [1].", "It reaches 61.3 mAP [1]."),  # a marker that ends a claim stays as it is
+        ("It runs fast [1], and it prunes [2].", "It runs fast [1], and it prunes [2]."),
+        ("Tiny Owls [1] runs at 30 frames per second.", "Tiny Owls [1] runs at 30 frames per second."),
+    ],
+)
+def test_citations_used_as_nouns_get_the_paper_name(raw: str, named: str) -> None:
+    titles = {
+        1: "Tiny Owls: Nocturnal Object Detection with Thermal Cameras",
+        2: "Gradient Gardening: Pruning Networks by Watering Their Weights",
+    }
+    assert name_noun_citations(raw, titles) == named
+
+
+def test_trained_sentence_splitter_keeps_abbreviations_inside_sentences() -> None:
+    text = "As Smith et al. show in Fig. 3, methods e.g. ResNet work. We gain 3.5% vs. the baseline. Done."
+    assert [text[a:b] for a, b in sentence_spans(text)] == [
+        "As Smith et al. show in Fig. 3, methods e.g. ResNet work.",
+        "We gain 3.5% vs. the baseline.",
+        "Done.",
+    ]
+
+
+OWL = Source(
+    1,
+    "tiny-owls",
+    "Tiny Owls: Nocturnal Object Detection with Thermal Cameras",
+    (
+        EvidenceSentence(0, 1, "We collect OwlSet, 12,000 thermal images of animals at night annotated with boxes.", 1.0),
+        EvidenceSentence(1, 2, "Tiny Owl reaches 61.3 mAP on OwlSet.", 1.0),
+    ),
+    1.0,
+)
+
+
+@pytest.fixture
+def verifier() -> Verifier:
+    return Verifier(CachedEmbedder(HashEmbedder(dimension=256)))
+
+
+def test_a_restatement_of_the_question_is_no_answer(verifier: Verifier) -> None:
+    question = "How are the thermal images of animals at night in OwlSet annotated?"
+    echo = verifier.verify("The thermal images of animals at night in OwlSet are annotated [1].", [OWL], question=question)
+    assert not echo.sentences[0].supported and echo.sentences[0].verdict == "no-answer"
+    assert "restates the question" in echo.sentences[0].issues[0]
+    real = verifier.verify("They are annotated with boxes [1].", [OWL], question=question)
+    assert real.sentences[0].supported and real.sentences[0].verdict == "supported"
+
+
+def test_a_claim_is_checked_against_the_paper_it_cites(verifier: Verifier) -> None:
+    garden = Source(
+        2,
+        "gardening",
+        "Gradient Gardening: Pruning Networks by Watering Their Weights",
+        (EvidenceSentence(0, 1, "Gradient gardening removes 90% of the weights of ResNet-50 on ImageNet.", 1.0),),
+        0.5,
+    )
+    # Each half is true of one paper; cited to both without saying which is which, the claim
+    # cannot stand on the union of the two.
+    v = verifier.verify("Tiny Owl removes 90% of the weights at 61.3 mAP [1][2].", [OWL, garden])
+    assert not v.sentences[0].supported
+    # A claim that names what each paper does holds, part by part.
+    v = verifier.verify("Tiny Owl reaches 61.3 mAP on OwlSet, while gradient gardening removes 90% of the weights [1][2].", [OWL, garden])
+    assert v.sentences[0].supported and v.sentences[0].citations == (1, 2)
+
+
+def test_acronyms_resolve_against_their_expansion() -> None:
+    papers = {"p": Paper("p", "Machine Learning for Owls", "We apply machine learning to large language models of owls.")}
+    cites = [Citation(1, "p", "Machine Learning for Owls", (), (), 1.0)]
+    assert absent_question_names("Which ML method handles LLMs for owls?", cites, papers) == []
+    assert absent_question_names("Does GraphGPT detect owls?", cites, papers) == ["GraphGPT"]
+    assert absent_question_names("Is machine-learning used?", cites, papers) == []
+
+
+def test_one_refusal_policy_with_named_reasons() -> None:
+    policy = RefusalPolicy(min_relevance=0.3)
+    far = [RetrievedPaper("p", "T", 1.0, 0.1)]
+    assert policy.before_generation(far).code == NO_RELEVANT_PAPER
+    assert not policy.before_generation([RetrievedPaper("p", "T", 1.0, 0.5)]).refused
+    papers = {"p": Paper("p", "Tiny Owls", "Owls at night.")}
+    cites = [Citation(1, "p", "Tiny Owls", (), (), 1.0)]
+    ok = AnswerSentence("Owls fly at night.", (1,), True, verdict="supported")
+    echo = AnswerSentence("Owls are described.", (), False, verdict="no-answer")
+
+    def decide(question: str, sentences: list[AnswerSentence], said: bool = False) -> str | None:
+        return policy.after_verification(
+            question, sentences, cites, papers, said_cannot_answer=said, raw_text="x"
+        ).code
+
+    assert decide("When do owls fly?", [ok]) is None
+    assert decide("When do owls fly?", [echo]) == NOTHING_VERIFIED
+    assert decide("When do owls fly?", [echo], said=True) == MODEL_SAYS_NOT_ANSWERED
+    assert decide("When does GraphGPT fly?", [ok]) == QUESTION_NAME_ABSENT
+
+
+def test_which_paper_answers_name_the_paper(fake_index) -> None:  # type: ignore[no-untyped-def]
+    reply = "It collects 12,000 thermal images of animals at night [1]."
+    ans = Answerer(CONFIG, index=fake_index, generator=FakeGenerator(reply)).ask(
+        "Which paper detects animals at night with thermal cameras?"
+    )
+    assert not ans.refused and ans.form == "which-paper"
+    assert ans.sentences[0].verdict == "system"
+    assert ans.text.startswith("The paper is \u201cTiny Owls: Nocturnal Object Detection with Thermal Cameras\u201d [1].")
+
+
+def test_list_questions_get_every_relevant_paper_named_without_the_model(fake_index) -> None:  # type: ignore[no-untyped-def]
+    gen = FakeGenerator("unused")
+    ans = Answerer({**CONFIG, "list_min_relevance": -1.0, "list_margin": 1.0}, index=fake_index, generator=gen).ask(
+        "Which papers in the collection study neural networks?"
+    )
+    assert gen.calls == [] and ans.form == "list" and not ans.refused
+    assert len(ans.sentences) == len(ans.citations) >= 3
+    for sentence, citation in zip(ans.sentences, ans.citations, strict=True):
+        assert sentence.citations == (citation.n,) and f"\u201c{citation.title}\u201d" in sentence.text
+        assert citation.evidence[0] in fake_index.papers[citation.paper_id].abstract  # a quote, verified by construction
+
+
+def test_noun_citation_holes_never_reach_the_answer(fake_index) -> None:  # type: ignore[no-untyped-def]
+    reply = "[1] collects 12,000 thermal images of animals at night."
+    ans = Answerer(CONFIG, index=fake_index, generator=FakeGenerator(reply)).ask("How big is OwlSet?")
+    assert not ans.refused
+    assert ans.text == "Tiny Owls collects 12,000 thermal images of animals at night [1]."
