@@ -16,23 +16,23 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from rag.citations import find_citations, render_sentence, split_answer
+from rag.citations import find_citations, render_sentence, renumber, split_answer
 from rag.config import RagConfig, get_config
 from rag.errors import RagError
-from rag.evidence import CachedEmbedder, select_evidence
+from rag.evidence import CachedEmbedder, content_words, select_evidence
 from rag.forms import name_noun_citations, question_form, short_title
 from rag.llm import Generator, load_generator
 from rag.models import Embedder, load_embedder
 from rag.prompts import CANNOT_ANSWER, REWRITE_SYSTEM, REWRITE_TEMPLATE, answer_messages
-from rag.refusal import Decision, RefusalPolicy
+from rag.refusal import ANSWER, NOTHING_VERIFIED, Decision, RefusalPolicy
 from rag.retrieve import Retriever
 from rag.store import RagIndex, open_index
 from rag.types import Answer, AnswerSentence, Citation, RetrievedPaper, Source
-from rag.verify import Verified, Verifier, is_refusal
+from rag.verify import Verified, Verifier, is_refusal, numbers_in
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,35 @@ class Generation:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+
+
+# "How many ...", "what accuracy ...": a quote that answers it must hold a number.
+_WANTS_NUMBER = re.compile(
+    r"\b(how (many|much|large|long|big|fast|often)|what (percentage|share|fraction|number|accuracy|score|error|"
+    r"speed-?up|f1|map|auc|bleu|rate)|by how much|to what extent)\b",
+    re.IGNORECASE,
+)
+
+
+def renumbered(
+    sentences: Sequence[AnswerSentence], citations: Sequence[Citation]
+) -> tuple[list[AnswerSentence], list[Citation]]:
+    """Citations renumbered 1..n in order of first use over ``sentences``, and the sentences shown
+    again with their new numbers."""
+    mapping = renumber(s.citations for s in sentences)
+    by_n = {c.n: c for c in citations}
+    new_sentences = [
+        replace(
+            s,
+            citations=tuple(mapping[n] for n in s.citations),
+            shown=render_sentence(s.text, [mapping[n] for n in s.citations], unsupported=not s.supported),
+        )
+        for s in sentences
+    ]
+    new_citations = sorted(
+        (replace(by_n[old], n=new) for old, new in mapping.items() if old in by_n), key=lambda c: c.n
+    )
+    return new_sentences, new_citations
 
 
 class QuestionError(RagError):
@@ -283,6 +312,11 @@ class Answerer:
             raw_text=raw,
         )
         timings["total"] = time.perf_counter() - start
+        if decision.refused and decision.code == NOTHING_VERIFIED and cfg.extractive_fallback:
+            quote = self.extractive_fallback(standalone, sources, cfg)
+            if quote is not None:  # one abstract sentence answers it: show that, quoted
+                verified = quote
+                decision = ANSWER
         if decision.refused:
             yield AnswerEvent(
                 self._refusal({**base, **extra}, raw, decision, timings, verified.sentences, verified.invalid_citations)
@@ -389,6 +423,22 @@ class Answerer:
         paper its first verified sentence cites (taken from the citation, not from the model);
         a comparison starts with one quoted line per compared paper."""
         sentences, citations = list(verified.sentences), list(verified.citations)
+        if form == "compare":  # one quoted line for each compared paper the answer does not cite
+            cited = {c.paper_id for c in citations}
+            lines = []
+            for src in sources[:2]:
+                best = max(src.sentences, key=lambda e: e.score, default=None)
+                if src.paper_id in cited or best is None:
+                    continue
+                n = 100 + src.n  # renumbered below
+                body = f"\u201c{src.title}\u201d: {best.text}"
+                lines.append(AnswerSentence(body, (n,), True, verdict="quote"))
+                citations.append(
+                    Citation(n, src.paper_id, src.title, src.files, (best.text,), src.retrieval_score, src.n)
+                )
+            if lines:
+                sentences = lines + sentences
+                sentences, citations = renumbered(sentences, citations)
         if form == "which-paper":
             first = next((s for s in sentences if s.supported and s.citations), None)
             if first is not None:
@@ -400,6 +450,36 @@ class Answerer:
                         0, AnswerSentence(body, (cited.n,), True, shown=shown, verdict="system")
                     )
         return tuple(sentences), tuple(citations)
+
+    def extractive_fallback(self, question: str, sources: Sequence[Source], cfg: RagConfig) -> Verified | None:
+        """When nothing the model wrote holds up but one evidence sentence clearly answers the
+        question (close to it, most of its content words there, a number where it asks for one),
+        that sentence quoted with its citation. None otherwise (the question stays refused)."""
+        q_words = content_words(question)
+        wants_number = bool(_WANTS_NUMBER.search(question))
+        best: tuple[float, Source, str] | None = None
+        for src in sources:
+            for sent in src.sentences:
+                coverage = len(q_words & content_words(sent.text + " " + src.title)) / len(q_words) if q_words else 0.0
+                if sent.score < cfg.fallback_min_score or coverage < cfg.fallback_min_coverage:
+                    continue
+                if wants_number and not numbers_in(sent.text):
+                    continue
+                if best is None or sent.score > best[0]:
+                    best = (sent.score, src, sent.text)
+        if best is None:
+            return None
+        _, src, text = best
+        body = f"\u201c{src.title}\u201d reports: \u201c{text}\u201d"
+        sentence = AnswerSentence(body, (1,), True, shown=render_sentence(body, (1,)), verdict="quote")
+        citation = Citation(1, src.paper_id, src.title, src.files, (text,), src.retrieval_score, src.n)
+        return Verified(
+            text=sentence.shown,
+            sentences=(sentence,),
+            citations=(citation,),
+            invalid_citations=0,
+            said_cannot_answer=False,
+        )
 
     def compose_list(
         self, base: dict[str, Any], sources: Sequence[Source], timings: dict[str, float], start: float

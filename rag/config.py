@@ -90,6 +90,12 @@ class RagConfig:
     list_max_papers: int = 8
     list_min_relevance: float = 0.4
     list_margin: float = 0.15
+    # When nothing the model wrote is supported, show the evidence sentence that answers the
+    # question instead of refusing: its score (cosine + 0.3 x question-word recall) and the share
+    # of the question's content words it (with its title) holds must reach these.
+    extractive_fallback: bool = True
+    fallback_min_score: float = 0.75
+    fallback_min_coverage: float = 0.6
     # Cap on the tokens the model writes.
     max_answer_tokens: int = 160
     # Refuse without asking the model when the best question-chunk cosine similarity is below
@@ -144,7 +150,7 @@ class RagConfig:
             )
         if self.evidence_whole_top < 0:
             raise ConfigError(f"evidence_whole_top must be >= 0, got {self.evidence_whole_top}")
-        for name in ("min_relevance", "support_min_similarity", "support_min_overlap", "list_min_relevance", "list_margin"):
+        for name in ("min_relevance", "support_min_similarity", "support_min_overlap", "list_min_relevance", "list_margin", "fallback_min_coverage"):
             if not -1.0 <= float(getattr(self, name)) <= 1.0:
                 raise ConfigError(f"{name} must be between -1 and 1, got {getattr(self, name)}")
 

@@ -87,9 +87,19 @@ def test_model_saying_no_is_a_refusal(fake_index) -> None:  # type: ignore[no-un
 
 
 def test_unsupported_answer_is_refused(fake_index) -> None:  # type: ignore[no-untyped-def]
-    ans = answerer(fake_index, "OwlSet was recorded on Jupiter by 400 astronauts [1].").ask(OWL_Q)
+    invented = "OwlSet was recorded on Jupiter by 400 astronauts [1]."
+    ans = answerer(fake_index, invented, extractive_fallback=False).ask(OWL_Q)
     assert ans.refused and ans.refusal_reason == "no sentence of the answer is supported by the sources"
     assert ans.sentences and not ans.sentences[0].supported
+
+
+def test_extractive_fallback_quotes_the_sentence_that_answers(fake_index) -> None:  # type: ignore[no-untyped-def]
+    ans = answerer(fake_index, "OwlSet was recorded on Jupiter by 400 astronauts [1].").ask(OWL_Q)
+    assert not ans.refused and "Jupiter" not in ans.text
+    assert ans.sentences[0].verdict == "quote" and "12,000 thermal images" in ans.text
+    # A question the evidence does not answer stays refused, quote or not.
+    other = answerer(fake_index, "OwlSet was recorded on Jupiter [1].").ask("How many astronauts recorded OwlSet on Jupiter?")
+    assert other.refused
 
 
 def test_prompt_injection_in_the_question_is_still_verified(fake_index) -> None:  # type: ignore[no-untyped-def]
