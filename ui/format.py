@@ -44,8 +44,12 @@ def answer_markdown(answer: Answer) -> str:
         if sentence.supported:
             parts.append(f"{body} {cite_marks(sentence.citations)}")
         else:
-            parts.append(f"⚠️ _{body}_ **[not supported by the sources]**")
-    lines = [" ".join(parts), "", "**References**", ""]
+            why = "restates the question" if sentence.verdict == "no-answer" else "not supported by the sources"
+            detail = next((i for i in sentence.issues if not i.startswith("restates")), "")
+            reason = f"{why}: {detail}" if detail and sentence.verdict != "no-answer" else why
+            parts.append(f"⚠️ _{body}_ **[{escape_md(reason)}]**")
+    text = "\n".join(f"- {p}" for p in parts) if answer.form == "list" else " ".join(parts)
+    lines = [text, "", "**References**", ""]
     for c in answer.citations:
         lines.append(
             f'{c.n}. <a id="ref-{c.n}"></a>**{escape_md(c.title)}** <sub>({escape_md(", ".join(c.files))})</sub>'
