@@ -423,6 +423,10 @@ class Answerer:
         paper its first verified sentence cites (taken from the citation, not from the model);
         a comparison starts with one quoted line per compared paper."""
         sentences, citations = list(verified.sentences), list(verified.citations)
+        # A sentence that only restates the question says nothing: it is not shown (its reason
+        # stays in the refusal or the logs), unless nothing else is left.
+        if any(s.supported for s in sentences):
+            sentences = [s for s in sentences if s.verdict != "no-answer"]
         if form == "compare":  # one quoted line for each compared paper the answer does not cite
             cited = {c.paper_id for c in citations}
             lines = []

@@ -60,6 +60,13 @@ _NOUN_BEFORE = frozenset(
     "approach approaches model models and both see to with on at for than like as between".split()
 )
 _WORD_BEFORE = re.compile(r"([A-Za-z]+)\W*$")
+# Verbs a sentence opening with a citation often starts with, lower-cased once a name precedes them.
+_LOWER_AFTER_NAME = frozenset(
+    "uses use proposes propose introduces introduce presents present shows show finds find reports report "
+    "describes describe studies study develops develop achieves achieve is are was were has have also "
+    "demonstrates demonstrate provides provide trains train applies apply explores explore evaluates evaluate "
+    "addresses address focuses focus discusses discuss suggests suggest argues argue releases release".split()
+)
 
 
 
@@ -79,14 +86,25 @@ def name_noun_citations(text: str, titles: Mapping[int, str]) -> str:
             out.append(match.group(0))
             continue
         prefix = "".join(out).rstrip()
-        at_start = not prefix or prefix.endswith((".", "!", "?", ":", "\n")) or prefix[-1] in "\"'(“"
+        rest = text[match.end() :].lstrip()
+        # A marker opens a sentence only when words follow it; after "... end." it closes one.
+        at_start = (not prefix or prefix.endswith((".", "!", "?", ":", "\n")) or prefix[-1] in "\"'(“") and bool(
+            re.match(r"[A-Za-z]", rest)
+        )
         word = _WORD_BEFORE.search(prefix)
         after_noun_word = bool(word) and word.group(1).lower() in _NOUN_BEFORE and not prefix.endswith(",")
-        if at_start or after_noun_word:
-            name = short_title(titles[known[0]])
-            if name.lower() not in prefix.lower()[-len(name) - 20 :]:
-                out.append(f"{name} {match.group(0)}")
-                continue
+        title = titles[known[0]]
+        name = short_title(title)
+        named_already = name.strip("\u201c\u201d").lower() in prefix.lower()[-len(name) - 20 :]
+        title_follows = rest.lower().startswith(" ".join(title.lower().split()[:3]))
+        if (at_start or after_noun_word) and not named_already and not title_follows:
+            out.append(f"{name} {match.group(0)}")
+            if at_start:  # "[1] Uses ..." -> "Name [1] uses ...": the verb is no longer capitalised
+                following = re.match(r"(\s*)([A-Z][a-z]+)\b", text[match.end() :])
+                if following and following.group(2).lower() in _LOWER_AFTER_NAME:
+                    out.append(following.group(1) + following.group(2).lower())
+                    last = match.end() + following.end()
+            continue
         out.append(match.group(0))
     out.append(text[last:])
     return "".join(out)

@@ -38,6 +38,13 @@ _COMMON_CAPS = frozenset(
 
 
 _CLAUSE = re.compile(r"\s*(?:;|,?\s+(?:while|whereas|but|and)\s+)\s*")
+# Words that say where an answer is, not what it is: "Yes, ... is described in [1]".
+_META_WORDS = frozenset(
+    stem(w)
+    for w in "yes no described describes discussed discusses presented presents introduced introduces addressed "
+    "addresses mentioned mentions explored explores covered covers provided provides shown collection source "
+    "sources article articles research researchers authors".split()
+)
 # A claim close to an evidence sentence must still have this share of its new words there.
 MIN_COVERAGE = 0.34
 
@@ -153,10 +160,16 @@ def name_found(name: str, tokens: set[str]) -> bool:
 def novel_words(claim: str, question_words: set[str], title: str = "", *, keep_title: bool = False) -> set[str]:
     """The content words of ``claim`` that the question did not already say (nor the cited paper's
     title, unless ``keep_title``: for "which paper ..." the title is the answer). Numbers count."""
-    novel = content_words(claim) - question_words
+    novel = content_words(claim) - question_words - _META_WORDS
     if not keep_title:
-        novel -= content_words(title)
+        # The title's generic words say nothing new, but a name from it the question did not use
+        # ("LAuReL", "SeiT") answers "is there a way to ...".
+        novel -= content_words(title) - {stem(n) for n in names_in(title) if n not in question_names(question_words)}
     return novel
+
+
+def question_names(question_words: set[str]) -> set[str]:
+    return {w.lower() for w in question_words}
 
 
 @dataclass(frozen=True, slots=True)
