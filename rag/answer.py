@@ -73,6 +73,10 @@ _WANTS_NUMBER = re.compile(
 )
 
 
+# Words of list questions that name the collection, not the topic.
+_NOT_TOPIC = frozenset(content_words("collection corpus find findings papers works studies"))
+
+
 def renumbered(
     sentences: Sequence[AnswerSentence], citations: Sequence[Citation]
 ) -> tuple[list[AnswerSentence], list[Citation]]:
@@ -177,6 +181,7 @@ class Answerer:
         self._generator = generator
         self._retriever: Retriever | None = None
         self._cached: CachedEmbedder | None = None
+        self._df: dict[str, int] | None = None  # document frequency of content words (list questions)
         # Guards lazy loading only. Re-entrant: sentence_embedder may need the index first.
         self._lock = threading.RLock()
 
@@ -343,19 +348,40 @@ class Answerer:
         k = max(cfg.top_k, cfg.list_max_papers) if form == "list" else cfg.top_k
         retrieved = tuple(self.retriever.search(question, k, cfg.retrieval_mode, vector=vector))
         if form == "list":
-            retrieved = self.list_papers(retrieved, cfg)
+            retrieved = self.list_papers(question, retrieved, cfg)
         return Retrieval(question, vector, retrieved)
 
-    @staticmethod
-    def list_papers(retrieved: Sequence[RetrievedPaper], cfg: RagConfig) -> tuple[RetrievedPaper, ...]:
+    def list_papers(
+        self, question: str, retrieved: Sequence[RetrievedPaper], cfg: RagConfig
+    ) -> tuple[RetrievedPaper, ...]:
         """The papers a list answer names: close to the question in absolute terms and relative to
-        the best one (a list question's papers are about one topic)."""
+        the best one (a list question's papers are about one topic), and, when the question has
+        topic words that few papers use ("Siamese", "BERT"), mentioning one of them."""
         if not retrieved:
             return ()
         top = max(r.dense_score for r in retrieved)
         floor = max(cfg.list_min_relevance, top - cfg.list_margin)
-        kept = tuple(r for r in retrieved if r.dense_score >= floor)
-        return kept or tuple(retrieved[:1])
+        kept = [r for r in retrieved if r.dense_score >= floor]
+        topic = self.topic_words(question)
+        if topic:
+            papers = self.index.papers
+            on_topic = [
+                r for r in kept if topic & content_words(f"{papers[r.paper_id].title} {papers[r.paper_id].abstract}")
+            ]
+            kept = on_topic or kept
+        return tuple(kept) or tuple(retrieved[:1])
+
+    def topic_words(self, question: str) -> set[str]:
+        """The question's content words that at most 10% of the papers use."""
+        with self._lock:
+            if self._df is None:
+                df: dict[str, int] = {}
+                for paper in self.index.papers.values():
+                    for w in content_words(f"{paper.title} {paper.abstract}"):
+                        df[w] = df.get(w, 0) + 1
+                self._df = df
+        limit = 0.1 * len(self.index.papers)
+        return {w for w in content_words(question) - _NOT_TOPIC if 0 < self._df.get(w, 0) <= limit}
 
     def select(self, retrieval: Retrieval, form: str, cfg: RagConfig) -> tuple[Source, ...]:
         """The numbered sources and the sentences of each that the model reads."""
