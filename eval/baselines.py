@@ -134,9 +134,7 @@ class NaivePipeline:
         vector = self.index.query_vector(question)
         retrieved = self.retriever.search(question, cfg.top_k, cfg.retrieval_mode, vector=vector)
         timings["retrieve"] = time.perf_counter() - start
-        sources = select_evidence(
-            question, vector, retrieved, self.index.papers, self.embedder, whole_abstracts=True
-        )
+        sources = select_evidence(question, vector, retrieved, self.index.papers, self.embedder, whole_abstracts=True)
         timings["to_evidence"] = time.perf_counter() - start
         messages = naive_messages(question, sources)
         raw, completion = _generate(self.generator, messages, cfg.max_answer_tokens, start, timings)
@@ -284,7 +282,5 @@ class CitationEnginePipeline:
             pid = hit.node.metadata["paper_id"]
             if pid not in out:
                 score = float(hit.score or 0.0)
-                out[pid] = RetrievedPaper(
-                    pid, self.index.papers[pid].title, score, score, dense_rank=len(out) + 1
-                )
+                out[pid] = RetrievedPaper(pid, self.index.papers[pid].title, score, score, dense_rank=len(out) + 1)
         return list(out.values())

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from eval import metrics as m
-from eval.judgments import Judgment, judged_metrics, join
+from eval.judgments import Judgment, join, judged_metrics
 
 # (key, label, higher is better) in report order.
 RETRIEVAL_METRICS = [
@@ -65,9 +65,7 @@ def summarize(records: Sequence[dict[str, Any]], pool: Mapping[Any, Judgment] | 
         ranks = [r["ranking"] for r in answerable]
         ks = [int(r.get("top_k") or 4) for r in answerable]
         out["recall@k_model"] = m.mean(m.recall_at_k(x, g, k) for x, g, k in zip(ranks, gold, ks, strict=True))
-        out["rcap@k_model"] = m.mean(
-            m.capped_recall_at_k(x, g, k) for x, g, k in zip(ranks, gold, ks, strict=True)
-        )
+        out["rcap@k_model"] = m.mean(m.capped_recall_at_k(x, g, k) for x, g, k in zip(ranks, gold, ks, strict=True))
         out["rcap@10"] = m.mean(m.capped_recall_at_k(x, g, 10) for x, g in zip(ranks, gold, strict=True))
         out["hit@1"] = m.mean(m.hit_at_1(x, g) for x, g in zip(ranks, gold, strict=True))
         for k in (1, 3, 5, 10):
@@ -140,9 +138,7 @@ def comparison(summary: dict[str, dict[str, Any]], base: str, other: str) -> lis
     return lines
 
 
-def _split_sections(
-    split: str, runs: dict[str, dict[str, Any]], names: list[str], note: str
-) -> list[str]:
+def _split_sections(split: str, runs: dict[str, dict[str, Any]], names: list[str], note: str) -> list[str]:
     """The tables of one split: retrieval, answers, latency, the product against each other
     configuration (differences and ratios), and each configuration by question type."""
     summary = {n: runs[n]["splits"][split]["overall"] for n in names}

@@ -14,11 +14,11 @@ import threading
 import time
 import unicodedata
 from collections.abc import Iterator, Sequence
-
-import numpy as np
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
+
+import numpy as np
 
 from rag.citations import find_citations, render_sentence, renumber, split_answer
 from rag.config import RagConfig, get_config
@@ -473,12 +473,13 @@ class Answerer:
             first = next((s for s in sentences if s.supported and s.citations), None)
             if first is not None:
                 cited = next(c for c in citations if c.n == first.citations[0])
-                if short_title(cited.title).strip("\u201c\u201d").lower() not in " ".join(s.text for s in sentences).lower():
+                if (
+                    short_title(cited.title).strip("\u201c\u201d").lower()
+                    not in " ".join(s.text for s in sentences).lower()
+                ):
                     body = f"The paper is \u201c{cited.title}\u201d."
                     shown = render_sentence(body, (cited.n,))
-                    sentences.insert(
-                        0, AnswerSentence(body, (cited.n,), True, shown=shown, verdict="system")
-                    )
+                    sentences.insert(0, AnswerSentence(body, (cited.n,), True, shown=shown, verdict="system"))
         return tuple(sentences), tuple(citations)
 
     def extractive_fallback(self, question: str, sources: Sequence[Source], cfg: RagConfig) -> Verified | None:

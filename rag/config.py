@@ -150,7 +150,14 @@ class RagConfig:
             )
         if self.evidence_whole_top < 0:
             raise ConfigError(f"evidence_whole_top must be >= 0, got {self.evidence_whole_top}")
-        for name in ("min_relevance", "support_min_similarity", "support_min_overlap", "list_min_relevance", "list_margin", "fallback_min_coverage"):
+        for name in (
+            "min_relevance",
+            "support_min_similarity",
+            "support_min_overlap",
+            "list_min_relevance",
+            "list_margin",
+            "fallback_min_coverage",
+        ):
             if not -1.0 <= float(getattr(self, name)) <= 1.0:
                 raise ConfigError(f"{name} must be between -1 and 1, got {getattr(self, name)}")
 

@@ -178,7 +178,9 @@ def select_evidence(
     def text_of(i: int, j: int) -> str:
         paper, spans, _ = per_paper[i]
         a, b = spans[j]
-        return paper.abstract[a:b] if whole_abstracts else cut_to_tokens(paper.abstract[a:b], sentence_cap, count_tokens)
+        return (
+            paper.abstract[a:b] if whole_abstracts else cut_to_tokens(paper.abstract[a:b], sentence_cap, count_tokens)
+        )
 
     chosen: list[set[int]] = [set() for _ in per_paper]
     if whole_abstracts:

@@ -69,7 +69,6 @@ _LOWER_AFTER_NAME = frozenset(
 )
 
 
-
 def name_noun_citations(text: str, titles: Mapping[int, str]) -> str:
     """Give each marker that stands as a noun its paper's short title: at the start of a sentence
     ("[1] proposes"), or after a preposition, "and" or "paper" ("described in [1]", "the papers

@@ -55,8 +55,7 @@ def content_hash(*parts: str) -> str:
 # Abbreviations of scientific prose that end in a period without ending the sentence, added to
 # punkt's trained English list (which misses "et al.", "Fig.", "e.g.", "Sec.", "Tab.").
 _ABBREVIATIONS = frozenset(
-    "al fig figs e.g i.e sec secs eq eqs vs cf approx resp tab tabs ref refs no nos etc viz w.r.t c.f ca pp ch app"
-    .split()
+    "al fig figs e.g i.e sec secs eq eqs vs cf approx resp tab tabs ref refs no nos etc viz w.r.t c.f ca pp ch app".split()
 )
 
 

@@ -325,7 +325,9 @@ class Verifier:
             backing = [
                 (s.n, c)
                 for s in cited
-                if (c := self.check(clause, vector, [s], question_words=question_words, keep_title=keep_title)).supported
+                if (
+                    c := self.check(clause, vector, [s], question_words=question_words, keep_title=keep_title)
+                ).supported
             ]
             if not backing:
                 return None
@@ -420,7 +422,9 @@ class Verifier:
             if not supported and strict:
                 dropped.append(body)
                 continue
-            rows.append((body, kept, supported, repaired, issues, evidence_of, "supported" if supported else "unsupported"))
+            rows.append(
+                (body, kept, supported, repaired, issues, evidence_of, "supported" if supported else "unsupported")
+            )
 
         mapping = renumber(r[1] for r in rows if r[2])
         sentences: list[AnswerSentence] = []

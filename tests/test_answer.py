@@ -98,7 +98,9 @@ def test_extractive_fallback_quotes_the_sentence_that_answers(fake_index) -> Non
     assert not ans.refused and "Jupiter" not in ans.text
     assert ans.sentences[0].verdict == "quote" and "12,000 thermal images" in ans.text
     # A question the evidence does not answer stays refused, quote or not.
-    other = answerer(fake_index, "OwlSet was recorded on Jupiter [1].").ask("How many astronauts recorded OwlSet on Jupiter?")
+    other = answerer(fake_index, "OwlSet was recorded on Jupiter [1].").ask(
+        "How many astronauts recorded OwlSet on Jupiter?"
+    )
     assert other.refused
 
 

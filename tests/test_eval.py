@@ -253,10 +253,21 @@ def test_bundled_test_split_is_complete_and_checked_against_the_abstracts() -> N
     for item in test:
         counts[item.type] = counts.get(item.type, 0) + 1
     assert len(test) >= 80
-    expected = {"fact": 20, "number": 15, "paraphrase": 15, "multipart": 10, "list": 8, "compare": 6, "unanswerable": 12}
+    expected = {
+        "fact": 20,
+        "number": 15,
+        "paraphrase": 15,
+        "multipart": 10,
+        "list": 8,
+        "compare": 6,
+        "unanswerable": 12,
+    }
     assert all(counts.get(t, 0) >= n for t, n in expected.items()), counts
     unanswerable = [i for i in test if i.type == "unanswerable"]
-    assert sum(i.subtype == "near-miss" for i in unanswerable) >= 8 and sum(i.subtype == "absent" for i in unanswerable) >= 4
+    assert (
+        sum(i.subtype == "near-miss" for i in unanswerable) >= 8
+        and sum(i.subtype == "absent" for i in unanswerable) >= 4
+    )
     assert all(len(i.gold_ids) == 2 for i in test if i.type == "compare")
     assert all(len(i.gold_ids) >= 3 for i in test if i.type == "list")
     for item in test:
@@ -323,7 +334,11 @@ def test_judged_metrics_by_hand(tmp_path: Path) -> None:
                 {"text": "New [1].", "paper_ids": ["p1"], "verified": True},  # not judged yet
             ],
         },
-        {"id": "q2", "refused": False, "shown": [{"text": "It is described in [1].", "paper_ids": ["p1"], "verified": True}]},
+        {
+            "id": "q2",
+            "refused": False,
+            "shown": [{"text": "It is described in [1].", "paper_ids": ["p1"], "verified": True}],
+        },
         {"id": "q3", "refused": True, "shown": [{"text": "X [1].", "paper_ids": ["p1"], "verified": True}]},
     ]
     out = judged_metrics(join(records, pool))
@@ -355,7 +370,9 @@ def test_eval_with_both_baselines_pools_judgments(fake_index, gold_file: Path, t
     # A reader labels every listed sentence; the rerun reuses every answer and reports the labels.
     judgments.write_text(
         "\n".join(
-            judgment_line(t["question_id"], t["sentence"], t["paper_id"], "no-answer" if "Mars" in t["sentence"] else "supported")
+            judgment_line(
+                t["question_id"], t["sentence"], t["paper_id"], "no-answer" if "Mars" in t["sentence"] else "supported"
+            )
             for t in todo
         )
         + "\n"

@@ -42,7 +42,10 @@ def test_question_forms(question: str, form: str) -> None:
 
 def test_short_titles() -> None:
     assert short_title("Tiny Owls: Nocturnal Object Detection with Thermal Cameras") == "Tiny Owls"
-    assert short_title("Deep Residual Learning for Image Recognition") == "\u201cDeep Residual Learning for Image Recognition\u201d"
+    assert (
+        short_title("Deep Residual Learning for Image Recognition")
+        == "\u201cDeep Residual Learning for Image Recognition\u201d"
+    )
 
 
 @pytest.mark.parametrize(
@@ -78,7 +81,9 @@ OWL = Source(
     "tiny-owls",
     "Tiny Owls: Nocturnal Object Detection with Thermal Cameras",
     (
-        EvidenceSentence(0, 1, "We collect OwlSet, 12,000 thermal images of animals at night annotated with boxes.", 1.0),
+        EvidenceSentence(
+            0, 1, "We collect OwlSet, 12,000 thermal images of animals at night annotated with boxes.", 1.0
+        ),
         EvidenceSentence(1, 2, "Tiny Owl reaches 61.3 mAP on OwlSet.", 1.0),
     ),
     1.0,
@@ -92,7 +97,9 @@ def verifier() -> Verifier:
 
 def test_a_restatement_of_the_question_is_no_answer(verifier: Verifier) -> None:
     question = "How are the thermal images of animals at night in OwlSet annotated?"
-    echo = verifier.verify("The thermal images of animals at night in OwlSet are annotated [1].", [OWL], question=question)
+    echo = verifier.verify(
+        "The thermal images of animals at night in OwlSet are annotated [1].", [OWL], question=question
+    )
     assert not echo.sentences[0].supported and echo.sentences[0].verdict == "no-answer"
     assert "restates the question" in echo.sentences[0].issues[0]
     real = verifier.verify("They are annotated with boxes [1].", [OWL], question=question)
@@ -112,12 +119,17 @@ def test_a_claim_is_checked_against_the_paper_it_cites(verifier: Verifier) -> No
     v = verifier.verify("Tiny Owl removes 90% of the weights at 61.3 mAP [1][2].", [OWL, garden])
     assert not v.sentences[0].supported
     # A claim that names what each paper does holds, part by part.
-    v = verifier.verify("Tiny Owl reaches 61.3 mAP on OwlSet, while gradient gardening removes 90% of the weights [1][2].", [OWL, garden])
+    v = verifier.verify(
+        "Tiny Owl reaches 61.3 mAP on OwlSet, while gradient gardening removes 90% of the weights [1][2].",
+        [OWL, garden],
+    )
     assert v.sentences[0].supported and v.sentences[0].citations == (1, 2)
 
 
 def test_acronyms_resolve_against_their_expansion() -> None:
-    papers = {"p": Paper("p", "Machine Learning for Owls", "We apply machine learning to large language models of owls.")}
+    papers = {
+        "p": Paper("p", "Machine Learning for Owls", "We apply machine learning to large language models of owls.")
+    }
     cites = [Citation(1, "p", "Machine Learning for Owls", (), (), 1.0)]
     assert absent_question_names("Which ML method handles LLMs for owls?", cites, papers) == []
     assert absent_question_names("Does GraphGPT detect owls?", cites, papers) == ["GraphGPT"]
@@ -135,9 +147,7 @@ def test_one_refusal_policy_with_named_reasons() -> None:
     echo = AnswerSentence("Owls are described.", (), False, verdict="no-answer")
 
     def decide(question: str, sentences: list[AnswerSentence], said: bool = False) -> str | None:
-        return policy.after_verification(
-            question, sentences, cites, papers, said_cannot_answer=said, raw_text="x"
-        ).code
+        return policy.after_verification(question, sentences, cites, papers, said_cannot_answer=said, raw_text="x").code
 
     assert decide("When do owls fly?", [ok]) is None
     assert decide("When do owls fly?", [echo]) == NOTHING_VERIFIED
@@ -152,7 +162,9 @@ def test_which_paper_answers_name_the_paper(fake_index) -> None:  # type: ignore
     )
     assert not ans.refused and ans.form == "which-paper"
     assert ans.sentences[0].verdict == "system"
-    assert ans.text.startswith("The paper is \u201cTiny Owls: Nocturnal Object Detection with Thermal Cameras\u201d [1].")
+    assert ans.text.startswith(
+        "The paper is \u201cTiny Owls: Nocturnal Object Detection with Thermal Cameras\u201d [1]."
+    )
 
 
 def test_list_questions_get_every_relevant_paper_named_without_the_model(fake_index) -> None:  # type: ignore[no-untyped-def]
@@ -164,7 +176,9 @@ def test_list_questions_get_every_relevant_paper_named_without_the_model(fake_in
     assert len(ans.sentences) == len(ans.citations) >= 3
     for sentence, citation in zip(ans.sentences, ans.citations, strict=True):
         assert sentence.citations == (citation.n,) and f"\u201c{citation.title}\u201d" in sentence.text
-        assert citation.evidence[0] in fake_index.papers[citation.paper_id].abstract  # a quote, verified by construction
+        assert (
+            citation.evidence[0] in fake_index.papers[citation.paper_id].abstract
+        )  # a quote, verified by construction
 
 
 def test_noun_citation_holes_never_reach_the_answer(fake_index) -> None:  # type: ignore[no-untyped-def]
