@@ -124,3 +124,27 @@ def test_follow_up_in_the_chat_uses_the_conversation(fake_index) -> None:  # typ
         and second[4][1].standalone_question == "How fast does the Tiny Owl detector run on a laptop CPU?"
     )
     assert "30 frames per second" in second[0][-1]["content"] and len(second[0]) == 4
+
+
+def test_list_answers_render_as_lists_and_flags_carry_their_reason() -> None:
+    from dataclasses import replace
+
+    answer = make_answer()
+    listed = replace(
+        answer,
+        form="list",
+        sentences=(
+            AnswerSentence("“A”: It has 37 prototypes.", (1,), True, verdict="quote"),
+            AnswerSentence("“B”: It is green.", (2,), True, verdict="quote"),
+        ),
+    )
+    md = answer_markdown(listed)
+    assert md.startswith("- “A”: It has 37 prototypes\\.") and "\n- “B”: It is green\\." in md
+    flagged = replace(
+        answer,
+        sentences=(
+            AnswerSentence("It has 37 prototypes.", (1,), True),
+            AnswerSentence("It is green.", (), False, issues=("[1] does not mention green",), verdict="unsupported"),
+        ),
+    )
+    assert "not supported by the sources: \\[1\\] does not mention green" in answer_markdown(flagged)
