@@ -186,3 +186,16 @@ def test_noun_citation_holes_never_reach_the_answer(fake_index) -> None:  # type
     ans = Answerer(CONFIG, index=fake_index, generator=FakeGenerator(reply)).ask("How big is OwlSet?")
     assert not ans.refused
     assert ans.text == "Tiny Owls collects 12,000 thermal images of animals at night [1]."
+
+
+def test_compare_answers_name_each_compared_paper(fake_index) -> None:  # type: ignore[no-untyped-def]
+    question = "How do quantum widgets and gradient gardening differ in what they remove?"
+    reply = "Gradient gardening removes 90% of the weights of ResNet-50 on ImageNet [1]."
+    ans = Answerer(CONFIG, index=fake_index, generator=FakeGenerator(reply)).ask(question)
+    assert ans.form == "compare" and not ans.refused
+    top2 = {s.paper_id for s in ans.sources[:2]}
+    assert top2 <= {c.paper_id for c in ans.citations}  # both compared papers are named and cited
+    assert [c.n for c in ans.citations] == list(range(1, len(ans.citations) + 1))
+    for sentence in ans.sentences:
+        assert all(1 <= n <= len(ans.citations) for n in sentence.citations)
+    assert ans.text.count("[1]") >= 1 and ans.text.count("[2]") >= 1
