@@ -95,7 +95,7 @@ class RagConfig:
     # of the question's content words it (with its title) holds must reach these.
     extractive_fallback: bool = True
     fallback_min_score: float = 0.75
-    fallback_min_coverage: float = 0.6
+    fallback_min_coverage: float = 0.8
     # Cap on the tokens the model writes.
     max_answer_tokens: int = 160
     # Refuse without asking the model when the best question-chunk cosine similarity is below

@@ -23,8 +23,8 @@ _LIST = re.compile(
     re.IGNORECASE,
 )
 _WHICH_PAPER = re.compile(
-    r"^\s*(which|what)\s+(paper|work|study|article|publication)\b|^\s*(is|are)\s+there\s+(a|any)\s+"
-    r"(paper|work|study|article|publication)s?\b|^\s*(name|find)\s+(a|the)\s+(paper|work|study)\b",
+    r"^\s*(which|what)\s+(paper|work|study|article|publication)\b|^\s*(is|are)\s+there\s+(a|an|any)\s+\w+"
+    r"|^\s*(name|find)\s+(a|the)\s+(paper|work|study)\b",
     re.IGNORECASE,
 )
 _COMPARE = re.compile(
@@ -34,7 +34,8 @@ _COMPARE = re.compile(
 
 def question_form(question: str) -> str:
     """The answer form a question asks for: "list" ("Which papers in the collection ...?"),
-    "which-paper" ("Which paper ...?", "Is there a paper that ...?"), "compare" ("How do A and B
+    "which-paper" ("Which paper ...?", "Is there a paper / a way / a benchmark ...?": the answer
+    names the paper), "compare" ("How do A and B
     differ ...?"), else "fact" (facts, numbers, yes/no: answered in sentences)."""
     if _LIST.search(question):
         return "list"
@@ -57,7 +58,8 @@ def short_title(title: str) -> str:
 # Words after which a marker stands for a paper (a noun), not for the source of a claim.
 _NOUN_BEFORE = frozenset(
     "in by of from paper papers work works study studies source sources article articles method methods "
-    "approach approaches model models and both see to with on at for than like as between".split()
+    "approach approaches model models and both see to with on at for than like as between are is was were "
+    "include includes including".split()
 )
 _WORD_BEFORE = re.compile(r"([A-Za-z]+)\W*$")
 # Verbs a sentence opening with a citation often starts with, lower-cased once a name precedes them.

@@ -162,14 +162,23 @@ def novel_words(claim: str, question_words: set[str], title: str = "", *, keep_t
     title, unless ``keep_title``: for "which paper ..." the title is the answer). Numbers count."""
     novel = content_words(claim) - question_words - _META_WORDS
     if not keep_title:
-        # The title's generic words say nothing new, but a name from it the question did not use
-        # ("LAuReL", "SeiT") answers "is there a way to ...".
-        novel -= content_words(title) - {stem(n) for n in names_in(title) if n not in question_names(question_words)}
+        # The title's generic words say nothing new, but a name from it ("LAuReL", "SeiT++",
+        # "DFN-2B", "Hypencoder: ...") answers "is there a way to ...".
+        novel -= content_words(title) - title_names(title)
     return novel
 
 
-def question_names(question_words: set[str]) -> set[str]:
-    return {w.lower() for w in question_words}
+def title_names(title: str) -> set[str]:
+    """The (stemmed) names a title gives its method: tokens with inner capitals, digits or all
+    capitals, and a one- or two-word head before a colon ("Hypencoder: Hypernetworks for ...")."""
+    names = set()
+    head, colon, _ = title.partition(":")
+    if colon and 1 <= len(words(head)) <= 2:
+        names |= content_words(head)
+    for token in words(title):
+        if any(c.isdigit() for c in token) or any(c.isupper() for c in token[1:]):
+            names.add(stem(token))
+    return names
 
 
 @dataclass(frozen=True, slots=True)
