@@ -90,16 +90,13 @@ def test_eight_clients_on_the_app_get_their_own_answers(app_url: str, index) -> 
 
 def test_full_queue_is_a_polite_rejection(index) -> None:  # type: ignore[no-untyped-def]
     """More waiting requests than the queue holds: the extra ones are told so, none fails."""
-    import gradio as gr
-
     from ui.app import build_app
+    from ui.gate import ModelQueue
 
     cfg, opened = index
     cfg = cfg.replace(min_relevance=0.05, top_k=3)
     answerer = Answerer(cfg, index=opened, generator=SlowFake(reply, delay_s=0.2))
-    app: gr.Blocks = build_app(cfg, lambda model: answerer, models=["fake"])
-    app.queue(max_size=2, default_concurrency_limit=1)
-    url, app = serve(app)
+    url, app = serve(build_app(cfg, lambda model: answerer, models=["fake"], queue=ModelQueue(max_waiting=2)))
     try:
         titles = full_titles(index)
         questions = [LoadQuestion(q, titles[t]) for q, (t, _) in CASES.items()]

@@ -17,12 +17,16 @@ import math
 import threading
 import time
 from collections import deque
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, TypeVar
+
+import anyio
 
 # Before any request has finished, a turn is assumed to take this long (a typical answer of the
 # 1.5B model on 2 cores); afterwards the mean of the last few turns is used.
 DEFAULT_TURN_S = 10.0
 MAX_WAITING = 32
+T = TypeVar("T")
 
 
 class QueueFull(Exception):
@@ -209,3 +213,24 @@ class ModelQueue:
                     self._line.remove(turn)
                 except ValueError:
                     pass
+
+
+_DONE = object()
+
+
+async def iterate_in_thread(items: Iterator[T]) -> AsyncIterator[T]:
+    """Iterate a blocking generator from async code, one ``next()`` per worker-thread call.
+
+    The event loop stays free while the model writes. The generator is closed when the caller
+    stops early (a client gone), so the model's lock is released at once.
+    """
+    try:
+        while True:
+            item = await anyio.to_thread.run_sync(next, items, _DONE)
+            if item is _DONE:
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
