@@ -514,3 +514,25 @@ def test_a_client_that_leaves_mid_stream_frees_the_model(answerer: Answerer) -> 
             assert answer["citations"][0]["title"].startswith("Echo Chambers")
     finally:
         stop()
+
+
+def test_readme_client_streams(answerer: Answerer, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's Python client, run as written against a server on loopback."""
+    from pathlib import Path
+
+    from servers import serve_asgi
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("```python\nimport json, httpx")
+    code = readme[start + len("```python\n") : readme.index("```", start + 10)]
+    url, stop = serve_asgi(create_app(answerer.config, lambda model: answerer, chat=False, host="127.0.0.1"))
+    try:
+        code = code.replace("http://127.0.0.1:7860/", url).replace(
+            "How many frames does the 8-Calves dataset contain?", OWL_Q
+        )
+        exec(compile(code, "README.md", "exec"), {})
+    finally:
+        stop()
+    out = capsys.readouterr().out
+    assert out.startswith("OwlSet has 12,000") and "\n\nVerified:\nOwlSet has 12,000" in out
+    assert "\n[1] Tiny Owls" in out
