@@ -72,7 +72,7 @@ def client(answerer: Answerer) -> Iterator[TestClient]:
         yield c
 
 
-def read_events(response: httpx.Response) -> list[tuple[str, int, Any]]:
+def read_events(response: Any) -> list[tuple[str, int, Any]]:
     """(event type, id, data) of each server-sent event; comments skipped."""
     events = []
     for block in response.text.split("\n\n"):
@@ -191,7 +191,7 @@ def test_stream_reports_a_failure_after_the_start_as_an_error_event(fake_index) 
         assert error.status == 500 and "server log" in error.detail and "crashed" not in error.detail
         assert app.state.service.queue.running == 0  # the turn ended with the stream
         assert client.post("/api/ask", json={"question": OWL_Q}).status_code == 500
-    assert not answerer.generator.lock.locked()
+    assert not answerer.generator.lock.locked()  # type: ignore[attr-defined]
 
 
 def test_event_types_the_api_does_not_know_yet_pass_through() -> None:
@@ -298,8 +298,13 @@ def test_validation_errors_are_422_naming_the_field(client: TestClient, body: di
 
 @pytest.mark.parametrize(
     ("params", "loc"),
-    [({}, ["query", "q"]), ({"q": "owls", "k": 0}, ["query", "k"]), ({"q": "owls", "k": 51}, ["query", "k"]),
-     ({"q": "owls", "mode": "grep"}, ["query", "mode"]), ({"q": "x" * 1001}, ["query", "q"])],
+    [
+        ({}, ["query", "q"]),
+        ({"q": "owls", "k": 0}, ["query", "k"]),
+        ({"q": "owls", "k": 51}, ["query", "k"]),
+        ({"q": "owls", "mode": "grep"}, ["query", "mode"]),
+        ({"q": "x" * 1001}, ["query", "q"]),
+    ],
 )
 def test_search_validation(client: TestClient, params: dict[str, Any], loc: list[str]) -> None:
     response = client.get("/api/search", params=params)
@@ -310,8 +315,12 @@ def test_oversized_body_is_refused(client: TestClient) -> None:
     big = {"question": OWL_Q, "history": [{"question": "q", "answer": "a" * 19_000}] * 4}
     response = client.post("/api/ask", json=big)  # ~76 kB: over the API's 64 KiB
     assert response.status_code == 413
-    assert client.post("/api/ask", content=b"{" + b" " * 2_000_000 + b"}",
-                       headers={"content-type": "application/json"}).status_code == 413
+    assert (
+        client.post(
+            "/api/ask", content=b"{" + b" " * 2_000_000 + b"}", headers={"content-type": "application/json"}
+        ).status_code
+        == 413
+    )
 
 
 def test_unavailable_index_is_503_with_what_to_run(tmp_path, fake_embedder) -> None:  # type: ignore[no-untyped-def]

@@ -377,6 +377,10 @@ _STREAM_EXAMPLE = (
     'event: token\nid: 2\ndata: {"text": "Matryoshka "}\n\n'
     'event: answer\nid: 9\ndata: {"question": "...", "text": "... [1].", "citations": [...], ...}\n\n'
 )
+_STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": _STREAM_DOC, "content": {"text/event-stream": {"example": _STREAM_EXAMPLE}}},
+    **_STREAM_ERRORS,
+}
 
 
 def build_router(service: ApiService, *, dependencies: Sequence[Any] = ()) -> APIRouter:
@@ -404,8 +408,7 @@ def build_router(service: ApiService, *, dependencies: Sequence[Any] = ()) -> AP
         "/ask/stream",
         response_class=_TurnResponse,
         status_code=200,
-        responses={200: {"description": _STREAM_DOC, "content": {"text/event-stream": {"example": _STREAM_EXAMPLE}}}}
-        | _STREAM_ERRORS,
+        responses=_STREAM_RESPONSES,
         summary="Answer a question, streaming events as they happen",
     )
     async def ask_stream(body: AskRequest) -> Response:
@@ -429,7 +432,9 @@ def build_router(service: ApiService, *, dependencies: Sequence[Any] = ()) -> AP
             start = time.perf_counter()
             found = retriever.search(text, k, mode)
             seconds = round(time.perf_counter() - start, 4)
-            return SearchOut(query=text, mode=mode, k=k, results=[r.to_dict() for r in found], seconds=seconds)
+            return SearchOut.model_validate(
+                {"query": text, "mode": mode, "k": k, "results": [r.to_dict() for r in found], "seconds": seconds}
+            )
 
         return await anyio.to_thread.run_sync(run)
 

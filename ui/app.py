@@ -276,7 +276,7 @@ def build_app(
         # must wait in the same line), so Gradio runs every chat event at once and each waits there.
         # show_progress="minimal": the chat and status line show progress themselves; Gradio's animated
         # overlay costs CPU that the model needs on a 2-core machine.
-        events = dict(concurrency_limit=None, show_progress="minimal")
+        events: dict[str, Any] = dict(concurrency_limit=None, show_progress="minimal")
         # One API endpoint, /ask (for scripts and the load test); the button is the same call.
         box.submit(handler, inputs, outputs, api_name="ask", **events)
         send.click(handler, inputs, outputs, api_visibility="private", **events)

@@ -13,9 +13,7 @@ logger = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     # Both commands live here so that one entry point (`ui`) registers them.
-    p = sub.add_parser(
-        "ui", help="start the chat app and the HTTP API (http://127.0.0.1:7860, API docs at /docs)"
-    )
+    p = sub.add_parser("ui", help="start the chat app and the HTTP API (http://127.0.0.1:7860, API docs at /docs)")
     _add_server_arguments(p)
     p.set_defaults(func=run, chat=True)
     p = sub.add_parser("serve", help="start the HTTP API alone, without the chat app (docs at /docs)")

@@ -46,12 +46,12 @@ class Filters(_Request):
     (40 chunks each by default): a paper that neither retriever ranks that high is not found."""
 
     paper_ids: list[str] | None = Field(
-        None,
+        default=None,
         max_length=MAX_FILTER_IDS,
         description="only these papers (ids as in `/api/search` results); unknown ids are a 422",
     )
-    year_min: int | None = Field(None, ge=0, le=9999, description="only papers from this year on")
-    year_max: int | None = Field(None, ge=0, le=9999, description="only papers up to this year")
+    year_min: int | None = Field(default=None, ge=0, le=9999, description="only papers from this year on")
+    year_max: int | None = Field(default=None, ge=0, le=9999, description="only papers up to this year")
 
     @model_validator(mode="after")
     def _check(self) -> Filters:
@@ -97,9 +97,9 @@ class AskRequest(_Request):
         max_length=MAX_HISTORY_TURNS,
         description="earlier turns, oldest first; a follow-up is rewritten into a standalone question",
     )
-    top_k: int | None = Field(None, ge=1, le=TOP_K_MAX, description="papers given to the model (default 4)")
-    mode: Mode | None = Field(None, description="retrieval mode (default hybrid: dense + BM25)")
-    strict: bool | None = Field(None, description="drop answer sentences that no source supports")
+    top_k: int | None = Field(default=None, ge=1, le=TOP_K_MAX, description="papers given to the model (default 4)")
+    mode: Mode | None = Field(default=None, description="retrieval mode (default hybrid: dense + BM25)")
+    strict: bool | None = Field(default=None, description="drop answer sentences that no source supports")
     filters: Filters | None = None
 
 
@@ -246,7 +246,7 @@ class QueueFullOut(BaseModel):
 
 class IndexHealth(BaseModel):
     ok: bool
-    detail: str | None = Field(None, description="why it cannot be used, and what to run")
+    detail: str | None = Field(default=None, description="why it cannot be used, and what to run")
     papers: int | None = None
     chunks: int | None = None
     embedding_model: str | None = None

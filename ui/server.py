@@ -30,7 +30,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from rag.config import RagConfig
 from rag.errors import ConfigError
-from ui.api import ApiService, AnswererFactory, build_router, install_error_handlers
+from ui.api import AnswererFactory, ApiService, build_router, install_error_handlers
 from ui.gate import ModelQueue
 
 logger = logging.getLogger(__name__)
