@@ -478,6 +478,11 @@ def test_rag_ui_serves_chat_api_and_docs(
             assert client.get(path).status_code == 200, path
         answer = client.post("/api/ask", json={"question": OWL_Q}).json()
         assert answer["citations"][0]["title"].startswith("Tiny Owls")
+        with client.stream("POST", "/api/ask/stream", json={"question": OWL_Q}) as r:
+            r.read()
+        assert read_events(r)[-1][2]["text"] == answer["text"]
+        paper = client.get(f"/api/papers/{answer['citations'][0]['paper_id']}").json()
+        assert "OwlSet" in paper["abstract"]
         page = client.get("/")
         assert (page.status_code == 200 and "gradio" in page.text.lower()) is (command == "ui")
 
