@@ -1,4 +1,4 @@
-"""Helpers for tests that serve the chat app on localhost (browser, load and safety tests)."""
+"""Helpers for tests that serve the chat app and the API on localhost (browser, load, API and safety tests)."""
 
 from __future__ import annotations
 
@@ -36,3 +36,29 @@ def serve(app: Any) -> tuple[str, Any]:
     port = free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False, css=CSS, quiet=True)
     return f"http://127.0.0.1:{port}/", app
+
+
+def serve_asgi(app: Any) -> tuple[str, Any]:
+    """Serve an ASGI app (the chat + API server) with uvicorn on a free loopback port, in a
+    thread; returns (url, stop)."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.perf_counter() + 60
+    while not server.started:
+        if not thread.is_alive() or time.perf_counter() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(15)
+
+    return f"http://127.0.0.1:{port}/", stop

@@ -114,3 +114,20 @@ def test_load_report_counts_and_ratio() -> None:
         "load": {"model": "m", "one_client": {**summary, "clients": 1}, "many_clients": summary, "p50_ratio": 3.0},
     }
     assert "| 2 | 60 | 4 | 2 |" in markdown(results) and "3.00x" in markdown(results)
+
+
+def test_api_latency_is_measured_beside_ask_in_process(fake_index) -> None:  # type: ignore[no-untyped-def]
+    from bench.api import markdown as api_markdown
+    from bench.api import measure as measure_api
+    from bench.api import quote_first_source
+    from rag.answer import Answerer
+    from rag.llm import FakeGenerator
+
+    answerer = Answerer(
+        {"min_relevance": 0.05, "top_k": 3}, index=fake_index, generator=FakeGenerator(quote_first_source)
+    )
+    questions = ["How many thermal images are in OwlSet?", "What halves echo chambers?", "What are quantum widgets?"]
+    out = measure_api(answerer, questions)
+    assert out["questions"] == 3 and out["all_answers_identical"]
+    assert all(row["in_process"] > 0 and row["api_ask"] > 0 and row["api_stream"] > 0 for row in out["rows"])
+    assert "POST /api/ask" in api_markdown(out, "fake") and "api_ask_added_ms" in out

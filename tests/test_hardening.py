@@ -368,16 +368,20 @@ def test_unloadable_model_file_is_a_model_error(tmp_path: Path) -> None:
 def test_ui_binds_loopback_without_share(monkeypatch: pytest.MonkeyPatch, built_index) -> None:  # type: ignore[no-untyped-def]
     import gradio as gr
 
-    import ui.cli
+    import ui.server
 
     index_dir, embedder = built_index
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: seen.update(kw))
+    launched: list[Any] = []
+    monkeypatch.setattr(ui.server, "run_server", lambda app, host, port: seen.update(app=app, host=host))
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.append(kw))  # no share link
     monkeypatch.setattr(rag.answer, "load_embedder", lambda *a, **k: embedder)
     monkeypatch.setattr(rag.answer, "load_generator", lambda *a, **k: FakeGenerator(OWL_FACT))
+    monkeypatch.delenv("RAG_UI_AUTH", raising=False)
     assert rag.cli.main(["ui", "--index", str(index_dir)]) == 0
-    assert seen["server_name"] == "127.0.0.1" and seen["share"] is False
-    assert not seen.get("allowed_paths") and ui.cli is not None
+    assert seen["host"] == "127.0.0.1" and not launched
+    mounted = [r for r in seen["app"].routes if getattr(r, "path", None) == ""]
+    assert mounted and not mounted[0].app.get_blocks().allowed_paths
 
 
 def test_app_refuses_paths_and_unknown_settings(fake_index) -> None:  # type: ignore[no-untyped-def]

@@ -1,15 +1,18 @@
-"""The chat app and the Answerer under 8 concurrent clients on localhost: every request is
-answered in order or politely rejected, with no errors and no answers mixed up between sessions."""
+"""The chat app, the HTTP API and the Answerer under 8 concurrent clients on localhost: every
+request is answered in order or politely rejected, with no errors and no answers mixed up between
+sessions, and chat and API requests share one queue in front of one model."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import httpx
 import pytest
-from servers import SlowFake, serve
+from servers import SlowFake, serve, serve_asgi
 
 from bench.load import LoadQuestion, run_load
 from rag.answer import Answerer
@@ -90,16 +93,13 @@ def test_eight_clients_on_the_app_get_their_own_answers(app_url: str, index) -> 
 
 def test_full_queue_is_a_polite_rejection(index) -> None:  # type: ignore[no-untyped-def]
     """More waiting requests than the queue holds: the extra ones are told so, none fails."""
-    import gradio as gr
-
     from ui.app import build_app
+    from ui.gate import ModelQueue
 
     cfg, opened = index
     cfg = cfg.replace(min_relevance=0.05, top_k=3)
     answerer = Answerer(cfg, index=opened, generator=SlowFake(reply, delay_s=0.2))
-    app: gr.Blocks = build_app(cfg, lambda model: answerer, models=["fake"])
-    app.queue(max_size=2, default_concurrency_limit=1)
-    url, app = serve(app)
+    url, app = serve(build_app(cfg, lambda model: answerer, models=["fake"], queue=ModelQueue(max_waiting=2)))
     try:
         titles = full_titles(index)
         questions = [LoadQuestion(q, titles[t]) for q, (t, _) in CASES.items()]
@@ -145,3 +145,97 @@ def test_eight_threads_on_one_answerer(index) -> None:  # type: ignore[no-untype
         t.join(60)
     assert not failures, failures[:5]
     assert len(done) >= 40
+
+
+class CountingFake(SlowFake):
+    """Counts generations running at once (there must never be two)."""
+
+    def __init__(self, reply, delay_s: float) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(reply, delay_s=delay_s)
+        self.active = 0
+        self.most = 0
+        self.count_lock = threading.Lock()
+
+    def stream(self, messages: Sequence[Message], *, max_tokens: int) -> Iterator[str]:
+        with self.count_lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            yield from super().stream(messages, max_tokens=max_tokens)
+        finally:
+            with self.count_lock:
+                self.active -= 1
+
+
+def test_eight_clients_mixing_chat_and_api_share_one_queue(index) -> None:  # type: ignore[no-untyped-def]
+    """4 chat sessions and 4 API clients (2 plain, 2 streaming) on one server: each gets its own
+    answers, none is lost, and the model never runs two requests at once."""
+    from ui.gate import ModelQueue
+    from ui.server import create_app
+
+    cfg, opened = index
+    cfg = cfg.replace(min_relevance=0.05, top_k=3)
+    model = CountingFake(reply, delay_s=0.01)
+    answerer = Answerer(cfg, index=opened, generator=model)
+    queue = ModelQueue()
+    url, stop = serve_asgi(create_app(cfg, lambda name: answerer, models=["fake"], queue=queue, host="127.0.0.1"))
+    titles = full_titles(index)
+    items = list(CASES.items())
+    api: list[tuple[int, str]] = []  # (client, problem or "")
+    sent = [0]
+    lock = threading.Lock()
+    deadline = time.perf_counter() + 8
+
+    def api_client(n: int) -> None:
+        i, first = n, True
+        with httpx.Client(base_url=url, timeout=120) as http:
+            while first or time.perf_counter() < deadline:
+                first = False
+                question, (title, _) = items[i % len(items)]
+                i += 1
+                with lock:
+                    sent[0] += 1
+                try:
+                    if n % 2:
+                        with http.stream("POST", "api/ask/stream", json={"question": question}) as response:
+                            kinds, answer = [], None
+                            for line in response.iter_lines():
+                                if line.startswith("event: "):
+                                    kinds.append(line[7:])
+                                elif line.startswith("data: ") and kinds[-1] == "answer":
+                                    answer = json.loads(line[6:])
+                        waited = kinds.count("queued")  # they come first, while the request waits
+                        assert kinds[waited] == "evidence" and kinds[-1] == "answer", kinds
+                        assert set(kinds[waited + 1 : -1]) <= {"token"}, kinds
+                    else:
+                        response = http.post("api/ask", json={"question": question})
+                        assert response.status_code == 200, response.text
+                        answer = response.json()
+                    assert answer is not None
+                    cited = [c["title"] for c in answer["citations"]]
+                    retrieved = {r["title"] for r in answer["retrieved"]}
+                    ok = answer["question"] == question and cited == [titles[title]] and set(cited) <= retrieved
+                    problem = "" if ok else f"{question!r} -> {cited}"
+                except Exception as exc:  # noqa: BLE001 - every failure is counted
+                    problem = f"{type(exc).__name__}: {exc}"
+                with lock:
+                    api.append((n, problem))
+
+    threads = [threading.Thread(target=api_client, args=(n,)) for n in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        questions = [LoadQuestion(q, titles[t]) for q, (t, _) in CASES.items()]
+        chat = run_load(url, questions, clients=4, duration_s=8, request_timeout_s=120).to_dict()
+        for t in threads:
+            t.join(120)
+    finally:
+        stop()
+    problems = [p for _, p in api if p]
+    assert not problems, problems[:5]
+    assert len(api) == sent[0] and {n for n, _ in api} == set(range(4))  # none lost, every client answered
+    assert chat["errors"] == 0 and chat["mixed_up"] == 0 and chat["rejected_queue_full"] == 0, chat["problems"]
+    assert chat["answered"] >= 4, chat
+    assert model.most == 1  # one generation at a time, chat and API together
+    # Every chat message and API call took its turn in the one queue.
+    assert queue.snapshot()["served"] == chat["requests"] + len(api)

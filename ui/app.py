@@ -3,14 +3,15 @@
 The evidence panel fills as soon as retrieval is done, before the model starts; the answer
 then streams in, and is replaced by the verified version (citations checked and renumbered,
 unsupported sentences marked) when the model finishes. Generation is one request at a time
-(2 CPU cores); other requests wait in Gradio's queue, which shows each user their position.
+(2 CPU cores): chat messages and HTTP API calls wait in one queue (``ui.gate.ModelQueue``), and
+the status line shows each user their place in it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import gradio as gr
@@ -21,6 +22,7 @@ from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
 from rag.llm import KNOWN_MODELS
 from rag.types import Answer
 from ui.format import answer_markdown, escape_md, evidence_html, plain_text, status_line, streaming_markdown
+from ui.gate import ModelQueue, QueueFull, iterate_in_thread
 
 logger = logging.getLogger(__name__)
 
@@ -158,11 +160,38 @@ def request_problem(top_k: Any, mode: Any, model: Any, models: Sequence[str]) ->
     return None
 
 
+def waiting_view(message: str, chat: list[dict[str, Any]], history: list[Answer], ahead: int) -> tuple[Any, ...]:
+    """What a user sees while their question waits for the model: their place in the queue."""
+    others = "1 question" if ahead == 1 else f"{ahead} questions"
+    messages = [
+        *(chat or []),
+        {"role": "user", "content": escape_md(message or "")},
+        {"role": "assistant", "content": f"_Waiting for the model: {others} ahead of yours…_"},
+    ]
+    return messages, evidence_html((), ()), f"in the queue: {others} ahead", "", history, ""
+
+
+def queue_full_message(full: QueueFull) -> str:
+    return (
+        f"The queue is full ({full.waiting} questions are waiting for the model); "
+        f"please try again in about {full.retry_after_s} s."
+    )
+
+
 def build_app(
-    config: RagConfig, factory: AnswererFactory | None = None, *, models: list[str] | None = None
+    config: RagConfig,
+    factory: AnswererFactory | None = None,
+    *,
+    models: list[str] | None = None,
+    queue: ModelQueue | None = None,
 ) -> gr.Blocks:
-    """The Blocks app; ``factory`` maps a model name to an ``Answerer`` (tests pass fakes)."""
+    """The Blocks app; ``factory`` maps a model name to an ``Answerer`` (tests pass fakes).
+
+    ``queue`` is the line in front of the model; pass the HTTP API's so that chat messages and
+    API calls wait in one queue (the default is a queue of this app's own, 32 places).
+    """
     get_answerer = factory or default_factory(config)
+    line = queue or ModelQueue()
     choices = models or list(dict.fromkeys([config.model, *KNOWN_MODELS]))
     # analytics_enabled=False: nothing phones home (air-gapped machines, private questions).
     with gr.Blocks(title="abstract-rag", analytics_enabled=False) as demo:
@@ -216,23 +245,38 @@ def build_app(
                 gr.Markdown("### Evidence")
                 evidence = gr.HTML(evidence_html((), ()), elem_id="evidence")
 
-        def handler(
+        async def handler(
             message: str, chat_v: list[dict[str, Any]], hist: list[Answer], k: int, m: str, s: bool, mdl: str
-        ) -> Iterator[tuple[Any, ...]]:
+        ) -> AsyncIterator[tuple[Any, ...]]:
             problem = request_problem(k, m, mdl, choices)
             if problem is not None:
                 error = [*(chat_v or []), {"role": "assistant", "content": f"⚠️ {escape_md(problem)}"}]
                 yield error, evidence_html((), ()), "error", "", hist, ""
                 return
-            k = int(float(k))
-            yield from respond(get_answerer, message, chat_v, hist, k, m, bool(s), mdl)
+            try:
+                turn = line.enter()
+            except QueueFull as full:  # shown like Gradio's own "queue is full"; the question stays in the box
+                raise gr.Error(queue_full_message(full)) from full
+            try:
+                shown = 0
+                while not turn.granted:  # waiting holds no thread: the event loop wakes us
+                    if turn.ahead != shown:
+                        shown = turn.ahead
+                        yield waiting_view(message, chat_v, hist, shown)
+                    await turn.wait_async(timeout=1.0)
+                steps = respond(get_answerer, message, chat_v, hist, int(float(k)), m, bool(s), mdl)
+                async for out in iterate_in_thread(steps):
+                    yield out
+            finally:
+                turn.release()
 
         outputs = [chat, evidence, status, copy, history, box]
         inputs = [box, chat, history, top_k, mode, strict, model]
-        # One generation at a time: the LLM is a shared resource on 2 cores.
+        # One generation at a time, in the queue shared with the HTTP API (not Gradio's: API calls
+        # must wait in the same line), so Gradio runs every chat event at once and each waits there.
         # show_progress="minimal": the chat and status line show progress themselves; Gradio's animated
         # overlay costs CPU that the model needs on a 2-core machine.
-        events = dict(concurrency_limit=1, concurrency_id="llm", show_progress="minimal")
+        events: dict[str, Any] = dict(concurrency_limit=None, show_progress="minimal")
         # One API endpoint, /ask (for scripts and the load test); the button is the same call.
         box.submit(handler, inputs, outputs, api_name="ask", **events)
         send.click(handler, inputs, outputs, api_visibility="private", **events)

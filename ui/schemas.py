@@ -1,0 +1,279 @@
+"""Request and response models of the HTTP API (what ``/docs`` shows).
+
+Requests forbid unknown fields, so a client cannot slip in a setting the API does not offer (a
+model file, an index path): such a request is a 422 that names the field. Responses mirror the
+``to_dict()`` of the records in ``rag.types`` field for field; ``tests/test_api.py`` checks that
+they stay in step, and unknown fields pass through rather than being dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Limits on what a client may send. The chat box takes 5,000 characters; longer questions are
+# a mistake or an attack, and the pipeline reads only the first 1,000 anyway (with a warning).
+MAX_QUESTION_CHARS = 5000
+MAX_ANSWER_CHARS = 20_000
+MAX_HISTORY_TURNS = 20
+MAX_FILTER_IDS = 100
+MAX_ID_CHARS = 300
+TOP_K_MAX = 8
+SEARCH_K_MAX = 50
+Mode = Literal["hybrid", "dense", "bm25"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Record(BaseModel):
+    # A field the core adds to a record reaches clients before this schema documents it.
+    model_config = ConfigDict(extra="allow")
+
+
+# -- requests -------------------------------------------------------------------------------------
+class Turn(_Request):
+    """One earlier exchange of the conversation, for follow-up questions ("what about its cost?")."""
+
+    question: str = Field(max_length=MAX_QUESTION_CHARS, description="an earlier question")
+    answer: str = Field(max_length=MAX_ANSWER_CHARS, description="the answer's `text` to it")
+
+
+class Filters(_Request):
+    """Restrict the papers an answer may use. Applied to the best candidates of each retriever
+    (40 chunks each by default): a paper that neither retriever ranks that high is not found."""
+
+    paper_ids: list[str] | None = Field(
+        default=None,
+        max_length=MAX_FILTER_IDS,
+        description="only these papers (ids as in `/api/search` results); unknown ids are a 422",
+    )
+    year_min: int | None = Field(default=None, ge=0, le=9999, description="only papers from this year on")
+    year_max: int | None = Field(default=None, ge=0, le=9999, description="only papers up to this year")
+
+    @model_validator(mode="after")
+    def _check(self) -> Filters:
+        if self.year_min is not None and self.year_max is not None and self.year_min > self.year_max:
+            raise ValueError(f"year_min ({self.year_min}) is after year_max ({self.year_max})")
+        for pid in self.paper_ids or ():
+            if not pid or len(pid) > MAX_ID_CHARS:
+                raise ValueError(f"a paper id must be 1 to {MAX_ID_CHARS} characters")
+        return self
+
+    @property
+    def empty(self) -> bool:
+        return self.paper_ids is None and self.year_min is None and self.year_max is None
+
+
+class AskRequest(_Request):
+    """A question, and optionally the conversation so far and per-question settings."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"question": "What is Matryoshka Representation Learning?"},
+                {
+                    "question": "How much does it save?",
+                    "history": [
+                        {"question": "What is Matryoshka Representation Learning?", "answer": "It learns ... [1]."}
+                    ],
+                    "top_k": 4,
+                    "strict": True,
+                },
+            ]
+        },
+    )
+
+    question: str = Field(
+        max_length=MAX_QUESTION_CHARS,
+        description="the question in plain words; one with no words is a 400 (the pipeline reads the "
+        "first 1,000 characters and says so in `warnings`)",
+    )
+    history: list[Turn] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY_TURNS,
+        description="earlier turns, oldest first; a follow-up is rewritten into a standalone question",
+    )
+    top_k: int | None = Field(default=None, ge=1, le=TOP_K_MAX, description="papers given to the model (default 4)")
+    mode: Mode | None = Field(default=None, description="retrieval mode (default hybrid: dense + BM25)")
+    strict: bool | None = Field(default=None, description="drop answer sentences that no source supports")
+    filters: Filters | None = None
+
+
+# -- records (responses) --------------------------------------------------------------------------
+class RetrievedPaperOut(_Record):
+    """A paper found for a question, with how each retriever ranked it."""
+
+    paper_id: str
+    title: str
+    score: float = Field(description="fused score (reciprocal-rank fusion; higher is better)")
+    dense_score: float = Field(description="best cosine similarity of the question to the paper's chunks")
+    bm25_score: float
+    dense_rank: int | None
+    bm25_rank: int | None
+    sources: list[str] = Field(description="corpus files the paper was read from")
+
+
+class EvidenceSentenceOut(_Record):
+    start: int = Field(description="character offset into the abstract")
+    end: int
+    text: str
+    score: float
+
+
+class SourceOut(_Record):
+    """A numbered source of the prompt: a paper and the sentences of it the model read."""
+
+    n: int
+    paper_id: str
+    title: str
+    sentences: list[EvidenceSentenceOut]
+    retrieval_score: float
+    files: list[str]
+    withheld: list[str] = Field(description="sentences kept out of the prompt (instructions to an AI model)")
+
+
+class CitationOut(_Record):
+    """A paper the answer cites, numbered 1..n in order of first use."""
+
+    n: int
+    paper_id: str
+    title: str
+    sources: list[str]
+    evidence: list[str] = Field(description="the abstract sentences that back the claims citing it")
+    score: float
+    prompt_n: int = Field(description="the number the paper had in the prompt")
+
+
+class SentenceOut(_Record):
+    """One sentence of the answer and its verdict."""
+
+    text: str
+    shown: str = Field(description="the sentence as shown, with its final markers")
+    citations: list[int]
+    supported: bool = Field(description="whether the cited evidence backs it")
+    repaired: bool = Field(description="whether the verifier changed the model's citations")
+    issues: list[str]
+
+
+class AnswerOut(_Record):
+    """``Answer.to_dict()``: the verified answer and everything behind it."""
+
+    question: str
+    text: str = Field(description="the answer with verified [n] markers (or the refusal)")
+    raw_text: str = Field(description="what the model wrote")
+    citations: list[CitationOut]
+    sentences: list[SentenceOut]
+    refused: bool
+    refusal_reason: str | None
+    retrieved: list[RetrievedPaperOut]
+    sources: list[SourceOut]
+    timings: dict[str, float] = Field(description="seconds per stage (retrieve, first_token, total, ...)")
+    model: str
+    standalone_question: str | None = Field(description="the follow-up rewritten, when it was")
+    prompt_tokens: int
+    completion_tokens: int
+    invalid_citations: int
+    warnings: list[str]
+
+
+class SourceRefOut(_Record):
+    file: str = Field(description="corpus file name")
+    line: int = Field(description="1-based line of the title")
+
+
+class PaperOut(_Record):
+    """A paper of the collection with its metadata and abstract."""
+
+    paper_id: str
+    title: str
+    abstract: str
+    sources: list[SourceRefOut]
+    url: str | None
+    authors: list[str]
+    year: int | None
+
+
+class SearchOut(BaseModel):
+    query: str
+    mode: Mode
+    k: int
+    results: list[RetrievedPaperOut]
+    seconds: float
+
+
+# -- streaming events -------------------------------------------------------------------------------
+class QueuedEvent(BaseModel):
+    """``event: queued``: the request waits for the model; sent when its place changes."""
+
+    ahead: int = Field(description="requests before this one, the one running included")
+
+
+class EvidenceEventOut(BaseModel):
+    """``event: evidence``: retrieval and evidence are ready; the model has not started."""
+
+    question: str = Field(description="the standalone question that was searched")
+    retrieved: list[RetrievedPaperOut]
+    sources: list[SourceOut] = Field(description="empty when no paper is close enough (a refusal follows)")
+    timings: dict[str, float]
+
+
+class TokenEventOut(BaseModel):
+    """``event: token``: a piece of the model's raw, unverified text."""
+
+    text: str
+
+
+class ErrorEventOut(BaseModel):
+    """``event: error``: the request failed after the stream started; nothing follows."""
+
+    status: int = Field(description="the HTTP status it would have had")
+    detail: str
+
+
+# -- errors and health --------------------------------------------------------------------------------
+class ErrorOut(BaseModel):
+    detail: str
+
+
+class QueueFullOut(BaseModel):
+    detail: str
+    retry_after_s: int = Field(description="seconds to wait before retrying (also in the Retry-After header)")
+
+
+class IndexHealth(BaseModel):
+    ok: bool
+    detail: str | None = Field(default=None, description="why it cannot be used, and what to run")
+    papers: int | None = None
+    chunks: int | None = None
+    embedding_model: str | None = None
+    embedding_dimension: int | None = None
+    index_type: str | None = None
+    corpus_hash: str | None = None
+    built_at: str | None = None
+    format_version: int | None = None
+
+
+class ModelHealth(BaseModel):
+    ok: bool
+    name: str
+    status: str = Field(description="not loaded yet | loading | ready | unavailable: ...")
+
+
+class QueueHealth(BaseModel):
+    running: int
+    waiting: int
+    max_waiting: int
+    served: int
+    refused_full: int
+    mean_turn_s: float
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "unavailable"]
+    index: IndexHealth
+    model: ModelHealth
+    queue: QueueHealth
