@@ -114,7 +114,7 @@ class RetrievedPaperOut(_Record):
     bm25_score: float
     dense_rank: int | None
     bm25_rank: int | None
-    sources: list[str] = Field(description="corpus files the paper was read from")
+    files: list[str] = Field(description="corpus files the paper was read from")
 
 
 class EvidenceSentenceOut(_Record):
@@ -142,7 +142,7 @@ class CitationOut(_Record):
     n: int
     paper_id: str
     title: str
-    sources: list[str]
+    files: list[str] = Field(description="corpus files the paper was read from")
     evidence: list[str] = Field(description="the abstract sentences that back the claims citing it")
     score: float
     prompt_n: int = Field(description="the number the paper had in the prompt")
@@ -157,6 +157,10 @@ class SentenceOut(_Record):
     supported: bool = Field(description="whether the cited evidence backs it")
     repaired: bool = Field(description="whether the verifier changed the model's citations")
     issues: list[str]
+    verdict: str = Field(
+        description='"supported", "unsupported", "no-answer" (restates the question), "quote" (an abstract '
+        'sentence quoted) or "system" (written by the system from a verified citation)'
+    )
 
 
 class AnswerOut(_Record):
@@ -178,6 +182,8 @@ class AnswerOut(_Record):
     completion_tokens: int
     invalid_citations: int
     warnings: list[str]
+    form: str = Field(description='the answer form: "fact", "which-paper", "list" or "compare"')
+    refusal_code: str | None = Field(description="the refusal policy's reason code when refused")
 
 
 class SourceRefOut(_Record):
