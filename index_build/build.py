@@ -129,7 +129,7 @@ def build_index(
     watch = _Stopwatch(on_stage)
     watch.start("parse")
     index_dir = Path(cfg.index_dir)
-    papers, report = read_corpus(cfg.corpus)
+    papers, report = read_corpus(cfg.corpus, limit=cfg.corpus_limit, arxiv_categories=cfg.arxiv_categories)
     problems = list(report.problems)
     embedder = embedder or load_embedder(cfg.embed_model, batch_size=cfg.embed_batch_size)
     settings = index_settings(embedder, cfg)

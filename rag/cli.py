@@ -198,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("bm25s", "httpx", "sentence_transformers", "transformers"):  # chatty at INFO/DEBUG
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # bibtexparser logs each broken block with 0-based lines; the build reports it, 1-based.
+    logging.getLogger("bibtexparser").setLevel(max(level, logging.ERROR))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
