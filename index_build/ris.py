@@ -17,6 +17,8 @@ from rag.text import clean_whitespace
 from rag.types import SourceRef
 
 _TAG = re.compile(r"^([A-Z][A-Z0-9])  -(?: |$)")
+# "1.", "2." before each record: a record counter some writers (EndNote, rispy) put there.
+_COUNTER = re.compile(r"^\s*\d+\.\s*$")
 # RIS reference types -> BibTeX entry types (for export); anything else is "misc".
 RIS_TO_BIBTEX = {
     "JOUR": "article",
@@ -63,7 +65,7 @@ def parse_ris(name: str, lines: Sequence[str | None], problems: list[Problem]) -
             record = None
         elif record is not None:
             record.append(line)
-        elif line.strip() and stray is None:
+        elif line.strip() and stray is None and not _COUNTER.match(line):
             stray = number
     if stray is not None:
         problems.append(Problem(name, stray, "text outside a TY ... ER record"))

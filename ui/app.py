@@ -19,7 +19,7 @@ from rag.answer import Answerer, AnswerEvent, EvidenceEvent, QuestionError, Toke
 from rag.config import RETRIEVAL_MODES, RagConfig
 from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, ModelError, RagError
 from rag.llm import KNOWN_MODELS
-from rag.types import Answer
+from rag.types import Answer, Paper
 from ui.format import answer_markdown, escape_md, evidence_html, plain_text, status_line, streaming_markdown
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ CSS = """
 .ev-score { margin-left: auto; opacity: 0.7; }
 .ev-title { font-weight: 600; margin: 4px 0 2px; }
 .ev-files { font-size: 0.75em; opacity: 0.6; }
+.ev-ref { font-size: 0.8em; opacity: 0.8; }
 .ev-sents { margin: 6px 0 0 16px; font-size: 0.9em; }
 .ev-sent.ev-backs { background: rgba(47, 125, 50, 0.18); border-radius: 3px; }
 .ev-empty { opacity: 0.7; font-style: italic; }
@@ -112,7 +113,8 @@ def respond(
             message or "", history or None, top_k=int(top_k), retrieval_mode=mode, strict=bool(strict)
         ):
             if isinstance(event, EvidenceEvent):
-                evidence = evidence_html(event.sources, event.retrieved)
+                papers = papers_of(answerer)
+                evidence = evidence_html(event.sources, event.retrieved, papers=papers)
                 took = event.timings.get("to_evidence", event.timings.get("retrieve", 0.0))
                 phase = (
                     f"evidence ready in {took:.1f} s · the model is reading it…"
@@ -128,14 +130,23 @@ def respond(
             elif isinstance(event, AnswerEvent):
                 answer = event.answer
                 history.append(answer)
-                chat[-1]["content"] = answer_markdown(answer)
-                evidence = evidence_html(answer.sources, answer.retrieved, answer)
-                yield snap(), evidence, status_line(answer), plain_text(answer), history, ""
+                papers = papers_of(answerer)
+                chat[-1]["content"] = answer_markdown(answer, papers)
+                evidence = evidence_html(answer.sources, answer.retrieved, answer, papers)
+                yield snap(), evidence, status_line(answer), plain_text(answer, papers), history, ""
     except Exception as exc:  # shown as a chat message; the log keeps the details
         if not isinstance(exc, RagError):
             logger.exception("answering failed")
         chat[-1]["content"] = friendly_error(exc)
         yield snap(), evidence, "error", "", history, ""
+
+
+def papers_of(answerer: Answerer) -> dict[str, Paper]:
+    """The papers of the answerer's index (already open once it has answered), for references."""
+    try:
+        return answerer.index.papers
+    except RagError:
+        return {}
 
 
 def request_problem(top_k: Any, mode: Any, model: Any, models: Sequence[str]) -> str | None:
