@@ -43,7 +43,7 @@ def is_arxiv_metadata(path: Path) -> bool:
         raise CorpusError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
         record = json.loads(first)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return False
     return isinstance(record, dict) and "id" in record and any(k in record for k in _ARXIV_KEYS)
 
@@ -84,6 +84,9 @@ def read_arxiv(path: Path, problems: list[Problem], *, categories: Sequence[str]
                 continue
             except json.JSONDecodeError as exc:
                 problems.append(Problem(name, number, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+                continue
+            except RecursionError:
+                problems.append(Problem(name, number, "not valid JSON (nested too deeply)"))
                 continue
             if not isinstance(record, dict):
                 problems.append(Problem(name, number, f"expected an arXiv record (an object), got {type(record).__name__}"))

@@ -489,6 +489,9 @@ def _parse_jsonl(name: str, lines: Sequence[str | None], problems: list[Problem]
         except json.JSONDecodeError as exc:
             problems.append(Problem(name, number, f"not valid JSON ({exc.msg} at column {exc.colno})"))
             continue
+        except RecursionError:  # "[[[[..." thousands deep: the decoder gives up, the file goes on
+            problems.append(Problem(name, number, "not valid JSON (nested too deeply)"))
+            continue
         entry = _record_entry(name, number, record, problems)
         if entry is not None:
             yield entry

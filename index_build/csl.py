@@ -51,34 +51,50 @@ def parse_json_file(
     if body[0] == "[":
         yield from _parse_array(name, text, problems)
         return
-    first = next((i for i, line in enumerate(lines) if line is not None and line.strip()), None)
-    if first is not None and _is_json_object(lines[first] or ""):
-        for number, raw in enumerate(lines, 1):  # one object a line
-            if raw is None or not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                problems.append(Problem(name, number, f"not valid JSON ({exc.msg} at column {exc.colno})"))
-                continue
-            entry = csl_entry(name, number, record, problems) if _is_csl(record) else record_entry(name, number, record, problems)
-            if entry is not None:
-                yield entry
+    # One object a line when the first line is a whole object, or when the file is no single JSON
+    # value but several lines start an object (a JSON-lines file whose first line is broken).
+    first = next((line for line in lines if line is not None and line.strip()), "")
+    if _is_json_object(first or ""):
+        yield from _json_lines(name, lines, problems, record_entry)
         return
     try:
         record = json.loads(text)
-    except json.JSONDecodeError as exc:
-        problems.append(Problem(name, exc.lineno, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        if sum(1 for line in lines if line is not None and line.startswith("{")) > 1:
+            yield from _json_lines(name, lines, problems, record_entry)
+        elif isinstance(exc, json.JSONDecodeError):
+            problems.append(Problem(name, exc.lineno, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"))
+        else:
+            problems.append(Problem(name, 1, "not valid JSON (nested too deeply)"))
         return
     entry = csl_entry(name, text[: len(text) - len(body)].count("\n") + 1, record, problems)
     if entry is not None:
         yield entry
 
 
+def _json_lines(
+    name: str, lines: Sequence[str | None], problems: list[Problem], record_entry: RecordEntry
+) -> Iterator[Entry]:
+    for number, raw in enumerate(lines, 1):
+        if raw is None or not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            problems.append(Problem(name, number, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        except RecursionError:
+            problems.append(Problem(name, number, "not valid JSON (nested too deeply)"))
+            continue
+        entry = csl_entry(name, number, record, problems) if _is_csl(record) else record_entry(name, number, record, problems)
+        if entry is not None:
+            yield entry
+
+
 def _is_json_object(line: str) -> bool:
     try:
         return isinstance(json.loads(line), dict)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return False
 
 
@@ -117,10 +133,13 @@ def _parse_array(name: str, text: str, problems: list[Problem]) -> Iterator[Entr
             indent = text[line_start:pos] if not text[line_start:pos].strip() and line_start > 0 else ""
         try:
             record, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            problems.append(
-                Problem(name, start_line, f"item not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+        except (json.JSONDecodeError, RecursionError) as exc:
+            detail = (
+                f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+                if isinstance(exc, json.JSONDecodeError)
+                else "nested too deeply"
             )
+            problems.append(Problem(name, start_line, f"item not valid JSON ({detail})"))
             resume = _next_item(text, pos, indent)
             if resume is None:
                 return

@@ -360,3 +360,15 @@ def test_rag_build_reads_the_new_formats_with_limit_and_category(
     assert main(["build", *args, "--index", str(index), "--limit", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["corpus"]["entries"] == 4 and result["status"] == "built"
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_json_nested_too_deeply_is_a_problem_not_a_crash(tmp_path: Path, suffix: str) -> None:
+    good = json.dumps({"title": "Fine Paper", "abstract": "A record after the deep one is still read."})
+    (tmp_path / ("deep" + suffix)).write_text('{"title": "t", "abstract": ' + "[" * 5000 + "\n" + good + "\n")
+    papers, report = read_corpus([tmp_path / ("deep" + suffix)])
+    assert [p.title for p in papers] == ["Fine Paper"]
+    assert messages(report.problems) == [f"deep{suffix}:1: not valid JSON (nested too deeply)"]
+    (tmp_path / "deep.json").write_text("[" * 5000)
+    with pytest.raises(CorpusError, match="nested too deeply"):
+        read_corpus([tmp_path / "deep.json"])
