@@ -196,9 +196,12 @@ class _Merger:
         if slot is None and entry.arxiv_id is not None:
             slot = self.by_arxiv.get(entry.arxiv_id)
         key = normalize_title(entry.title)
+        distinct = False  # same title as a paper read before, but provably another paper
         if slot is None and key in self.by_title:
             seen = self.slots[self.by_title[key]]
-            if normalize_title(seen.abstract) != normalize_title(entry.abstract):
+            if normalize_title(seen.abstract) != normalize_title(entry.abstract) and _other_paper(seen, entry):
+                distinct = True  # two arXiv papers titled "Erratum", two DOIs: both are kept
+            elif normalize_title(seen.abstract) != normalize_title(entry.abstract):
                 first = seen.sources[0]
                 self.problems.append(
                     Problem(
@@ -209,7 +212,8 @@ class _Merger:
                     )
                 )
                 return
-            slot = self.by_title[key]
+            else:
+                slot = self.by_title[key]
         if slot is not None:
             merged = _merge(self.slots[slot], entry)
             self.slots[slot] = merged
@@ -218,6 +222,8 @@ class _Merger:
             return
         try:
             pid = entry.paper_id or paper_id_for(entry.title)
+            if distinct and not entry.paper_id:
+                pid = paper_id_for(f"{entry.title} {entry.doi or entry.arxiv_id}")
         except ValueError as exc:  # a title of punctuation only ("***", ":") names nothing
             self.problems.append(
                 Problem(entry.source.file, entry.source.line, f"unusable title {entry.title!r}: {exc}")
@@ -259,6 +265,14 @@ class _Merger:
             self.by_doi.setdefault(paper.doi, slot)
         if paper.arxiv_id is not None:
             self.by_arxiv.setdefault(paper.arxiv_id, slot)
+
+
+def _other_paper(paper: Paper, entry: Entry) -> bool:
+    """Whether identifiers of the same kind say that a same-titled entry is another paper."""
+    return bool(
+        (paper.doi and entry.doi and paper.doi != entry.doi)
+        or (paper.arxiv_id and entry.arxiv_id and paper.arxiv_id != entry.arxiv_id)
+    )
 
 
 _MERGED_FIELDS = ("url", "year", "venue", "doi", "arxiv_id", "citation_key", "entry_type")

@@ -40,6 +40,9 @@ def messages(problems: object) -> list[str]:
         (r"\href{https://x.org}{the code} and \LaTeX{}", "the code and LaTeX"),
         ("plain text, untouched: 50 % & more", "plain text, untouched: 50 % & more"),
         (r"unbalanced {brace and \unknown{macro}", "unbalanced brace and macro"),
+        (r"caf\'e and na\"{\i}ve cost \$5, {\em not} $$x^2$$", "café and naïve cost $5, not x^2"),
+        (r"\LaTeX is fun; \textsc{Caps} \ss{} ``q'' a~b", "LaTeX is fun; Caps ß “q” a b"),
+        ("an unclosed $ sign, and a trailing \\", "an unclosed $ sign, and a trailing"),
     ],
 )
 def test_latex_to_text(latex: str, plain: str) -> None:
@@ -372,3 +375,21 @@ def test_json_nested_too_deeply_is_a_problem_not_a_crash(tmp_path: Path, suffix:
     (tmp_path / "deep.json").write_text("[" * 5000)
     with pytest.raises(CorpusError, match="nested too deeply"):
         read_corpus([tmp_path / "deep.json"])
+
+
+def test_same_title_different_identifiers_are_two_papers(tmp_path: Path) -> None:
+    def record(arxiv_id: str, abstract: str) -> str:
+        return json.dumps({"id": arxiv_id, "title": "Erratum", "abstract": abstract, "categories": "hep-th"})
+
+    lines = [record("1001.00001", "Corrects a sign in eq. 4."), record("1002.00002", "Corrects table 2."),
+             record("1001.00001", "Corrects a sign in eq. 4 (again).")]
+    (tmp_path / "a.jsonl").write_text("\n".join(lines), encoding="utf-8")
+    papers, report = read_corpus([tmp_path / "a.jsonl"])
+    assert [p.arxiv_id for p in papers] == ["1001.00001", "1002.00002"]
+    assert len({p.paper_id for p in papers}) == 2 and report.duplicates == 1 and report.problems == ()
+    # Without identifiers that tell them apart, a second abstract under one title is reported.
+    (tmp_path / "b.jsonl").write_text(
+        "\n".join(json.dumps({"title": "Erratum", "abstract": a}) for a in ("One text.", "Another text.")), encoding="utf-8"
+    )
+    _, report = read_corpus([tmp_path / "b.jsonl"])
+    assert "was already read at b.jsonl:1 with a different abstract" in messages(report.problems)[0]
