@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from bench.cli import markdown
@@ -114,3 +117,17 @@ def test_load_report_counts_and_ratio() -> None:
         "load": {"model": "m", "one_client": {**summary, "clients": 1}, "many_clients": summary, "p50_ratio": 3.0},
     }
     assert "| 2 | 60 | 4 | 2 |" in markdown(results) and "3.00x" in markdown(results)
+
+
+def test_arxiv_import_bench_generates_and_parses(tmp_path: Path) -> None:
+    from bench.arxiv_import import generate, parse
+
+    path = tmp_path / "arxiv.jsonl"
+    generate(path, 300)
+    first = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+    assert {"id", "title", "abstract", "categories", "authors_parsed", "versions", "update_date"} <= set(first)
+    every = parse(path, [], None, trace=True)
+    assert every["entries"] == every["papers"] == 300 and every["problems"] == 0
+    assert float(every["python_heap_peak_mb"]) > 0  # type: ignore[arg-type]
+    some = parse(path, ["cs.LG"], 20, trace=False)
+    assert some["entries"] == 20
