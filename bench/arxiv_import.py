@@ -27,7 +27,18 @@ _WORDS = (
     "bayesian kernel stochastic gradient attention transformer quantum lattice spectral convex estimator "
     "regression manifold diffusion policy reward"
 ).split()
-_CATEGORIES = ["cs.LG", "cs.CV", "cs.CL", "stat.ML", "math.PR", "math.ST", "quant-ph", "hep-th", "cond-mat.stat-mech", "astro-ph.GA"]
+_CATEGORIES = [
+    "cs.LG",
+    "cs.CV",
+    "cs.CL",
+    "stat.ML",
+    "math.PR",
+    "math.ST",
+    "quant-ph",
+    "hep-th",
+    "cond-mat.stat-mech",
+    "astro-ph.GA",
+]
 _LATEX = [
     " with $\\mathcal{O}(n \\log n)$ cost",
     " for $\\alpha$-stable noise",
@@ -51,7 +62,9 @@ def generate(path: Path, records: int, seed: int = 14) -> None:
             abstract = "  " + "\n".join(" ".join(sentences[j : j + 2]) for j in range(0, len(sentences), 2)) + "\n"
             if rng.random() < 0.15:
                 title += rng.choice(_LATEX)
-            parsed = [[f"Family{rng.randint(1, 5000)}", f"Given{rng.randint(1, 900)}", ""] for _ in range(rng.randint(1, 6))]
+            parsed = [
+                [f"Family{rng.randint(1, 5000)}", f"Given{rng.randint(1, 900)}", ""] for _ in range(rng.randint(1, 6))
+            ]
             yymm = f"{rng.randint(7, 24):02d}{rng.randint(1, 12):02d}"
             record = {
                 "id": f"{yymm}.{i % 100000:05d}",

@@ -80,7 +80,9 @@ def read_arxiv(path: Path, problems: list[Problem], *, categories: Sequence[str]
             try:
                 record = json.loads(raw)
             except UnicodeDecodeError as exc:
-                problems.append(Problem(name, number, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"))
+                problems.append(
+                    Problem(name, number, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
+                )
                 continue
             except json.JSONDecodeError as exc:
                 problems.append(Problem(name, number, f"not valid JSON ({exc.msg} at column {exc.colno})"))
@@ -89,7 +91,9 @@ def read_arxiv(path: Path, problems: list[Problem], *, categories: Sequence[str]
                 problems.append(Problem(name, number, "not valid JSON (nested too deeply)"))
                 continue
             if not isinstance(record, dict):
-                problems.append(Problem(name, number, f"expected an arXiv record (an object), got {type(record).__name__}"))
+                problems.append(
+                    Problem(name, number, f"expected an arXiv record (an object), got {type(record).__name__}")
+                )
                 continue
             cats = record.get("categories")
             if categories and not in_categories(cats if isinstance(cats, str) else "", categories):

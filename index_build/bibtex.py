@@ -190,7 +190,9 @@ def _entry(name: str, line: int, block: Any, problems: list[Problem], strings: d
         doi = normalize_doi(fields["doi"])
         if doi is None:
             problems.append(
-                Problem(name, field_lines["doi"], f"{label}field 'doi' is not a DOI: {fields['doi'][:60]!r}; ignored", True)
+                Problem(
+                    name, field_lines["doi"], f"{label}field 'doi' is not a DOI: {fields['doi'][:60]!r}; ignored", True
+                )
             )
     venue_field = next((f for f in _VENUE_FIELDS if text(f)), None)
     venue = latex_to_text(fields[venue_field]) if venue_field else None

@@ -63,7 +63,9 @@ def parse_json_file(
         if sum(1 for line in lines if line is not None and line.startswith("{")) > 1:
             yield from _json_lines(name, lines, problems, record_entry)
         elif isinstance(exc, json.JSONDecodeError):
-            problems.append(Problem(name, exc.lineno, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"))
+            problems.append(
+                Problem(name, exc.lineno, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+            )
         else:
             problems.append(Problem(name, 1, "not valid JSON (nested too deeply)"))
         return
@@ -86,7 +88,11 @@ def _json_lines(
         except RecursionError:
             problems.append(Problem(name, number, "not valid JSON (nested too deeply)"))
             continue
-        entry = csl_entry(name, number, record, problems) if _is_csl(record) else record_entry(name, number, record, problems)
+        entry = (
+            csl_entry(name, number, record, problems)
+            if _is_csl(record)
+            else record_entry(name, number, record, problems)
+        )
         if entry is not None:
             yield entry
 
@@ -183,9 +189,7 @@ def _names(value: Any) -> tuple[str, ...]:
             continue
         if not isinstance(person, dict):
             continue
-        family = " ".join(
-            p for p in (_text(person.get("non-dropping-particle")), _text(person.get("family"))) if p
-        )
+        family = " ".join(p for p in (_text(person.get("non-dropping-particle")), _text(person.get("family"))) if p)
         given = " ".join(p for p in (_text(person.get("given")), _text(person.get("dropping-particle"))) if p)
         suffix = _text(person.get("suffix"))
         literal = _text(person.get("literal"))

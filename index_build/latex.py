@@ -105,7 +105,14 @@ def latex_to_text(text: str) -> str:
 
 
 _ISLAND_START = re.compile(r"[\\{$]")
-_PLAIN_REPLACEMENTS = (("---", "\u2014"), ("--", "\u2013"), ("``", "\u201c"), ("''", "\u201d"), ("~", "\u00a0"), ("}", ""))
+_PLAIN_REPLACEMENTS = (
+    ("---", "\u2014"),
+    ("--", "\u2013"),
+    ("``", "\u201c"),
+    ("''", "\u201d"),
+    ("~", "\u00a0"),
+    ("}", ""),
+)
 
 
 def _plain_run(text: str) -> str:

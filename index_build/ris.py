@@ -133,7 +133,9 @@ def ris_entry(name: str, line: int, record: dict[str, Any], problems: list[Probl
     if doi_raw and doi is None:
         problems.append(Problem(name, line, f"{label}field 'DO' is not a DOI: {doi_raw[:60]!r}; ignored", True))
     urls = [u for u in record.get("urls") or () if isinstance(u, str) and u.strip()]
-    authors = tuple(clean_whitespace(a) for a in (record.get("authors") or record.get("first_authors") or ()) if a.strip())
+    authors = tuple(
+        clean_whitespace(a) for a in (record.get("authors") or record.get("first_authors") or ()) if a.strip()
+    )
     kind = str(record.get("type_of_reference") or "").strip().upper()
     return Entry(
         title=title,
@@ -142,7 +144,9 @@ def ris_entry(name: str, line: int, record: dict[str, Any], problems: list[Probl
         url=urls[0] if urls else None,
         authors=authors,
         year=year,
-        venue=_first(record, "secondary_title", "journal_name", "alternate_title3", "alternate_title1", "alternate_title2"),
+        venue=_first(
+            record, "secondary_title", "journal_name", "alternate_title3", "alternate_title1", "alternate_title2"
+        ),
         doi=doi,
         arxiv_id=find_arxiv_id(*urls, doi, _first(record, "journal_name", "secondary_title"), _first(record, "notes")),
         citation_key=key,

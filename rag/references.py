@@ -20,7 +20,24 @@ from rag.identifiers import arxiv_url, doi_url
 from rag.types import Answer, Paper
 
 EXPORT_FORMATS = ("bib", "ris", "csl-json")
-_PARTICLES = {"van", "von", "der", "den", "de", "del", "della", "di", "da", "du", "la", "le", "dos", "das", "ter", "ten"}
+_PARTICLES = {
+    "van",
+    "von",
+    "der",
+    "den",
+    "de",
+    "del",
+    "della",
+    "di",
+    "da",
+    "du",
+    "la",
+    "le",
+    "dos",
+    "das",
+    "ter",
+    "ten",
+}
 _BIB_SPECIAL = re.compile(r"([\\{}%&$#_])")
 
 
@@ -54,7 +71,7 @@ def display_name(author: str) -> str:
 
 
 def short_authors(authors: Sequence[str]) -> str | None:
-    """"Tai", "Tai and Bailis", "Tai et al." (None without authors)."""
+    """ "Tai", "Tai and Bailis", "Tai et al." (None without authors)."""
     families = [f for f in (family_name(a) for a in authors) if f]
     if not families:
         return None
@@ -168,14 +185,16 @@ def to_bibtex(papers: Iterable[Paper]) -> str:
     from bibtexparser import model
 
     items = list(papers)
-    blocks = []
+    blocks: list[Any] = []
     for paper, key in zip(items, citation_keys(items), strict=True):
         kind = paper.entry_type or ("article" if paper.venue else "misc")
         fields = [model.Field("title", paper.title_latex or "{" + _bib_escape(paper.title) + "}")]
         if paper.authors:
             fields.append(model.Field("author", " and ".join(_bib_name(a) for a in paper.authors)))
         if paper.venue:
-            venue_field = "booktitle" if kind in ("inproceedings", "incollection", "inbook", "conference") else "journal"
+            venue_field = (
+                "booktitle" if kind in ("inproceedings", "incollection", "inbook", "conference") else "journal"
+            )
             fields.append(model.Field(venue_field, _bib_escape(paper.venue)))
         if paper.year:
             fields.append(model.Field("year", str(paper.year)))

@@ -224,13 +224,16 @@ class RagIndex:
         return [ScoredChunk(chunk=self.chunks[cid], score=score, rank=r) for r, (cid, score) in enumerate(found, 1)]
 
     def _faiss_search_selected(self, vector: np.ndarray, k: int, positions: np.ndarray) -> list[tuple[str, float]]:
-        import faiss
+        import faiss as faiss_module
 
+        faiss: Any = faiss_module  # its stubs lack the SearchParameters* keyword arguments
         selector = faiss.IDSelectorBatch(positions)
         params = self.manifest.get("faiss") or {"type": "flat"}
         kind = params.get("type", "flat")
         if kind == "hnsw":
-            search_params: Any = faiss.SearchParametersHNSW(sel=selector, efSearch=max(int(params.get("ef_search", 64)), k))
+            search_params: Any = faiss.SearchParametersHNSW(
+                sel=selector, efSearch=max(int(params.get("ef_search", 64)), k)
+            )
         elif kind == "ivf":
             search_params = faiss.SearchParametersIVF(sel=selector, nprobe=int(params.get("nprobe", 16)))
         else:

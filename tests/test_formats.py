@@ -120,7 +120,9 @@ def test_bibtex_concatenation_and_repeated_fields(tmp_path: Path) -> None:
     assert [(p.title, p.venue, p.year, p.abstract) for p in papers] == [
         ("Lattice Widgets", "J. Mach. Learn. Res.", 2020, "First abstract of the widgets paper.")
     ]
-    assert messages(report.warnings) == ["c.bib:2: entry 'k1': field(s) abstract given more than once; the first is used"]
+    assert messages(report.warnings) == [
+        "c.bib:2: entry 'k1': field(s) abstract given more than once; the first is used"
+    ]
 
 
 # -- RIS ----------------------------------------------------------------------------------------
@@ -168,7 +170,13 @@ def test_json_lines_of_plain_records_read_like_jsonl(tmp_path: Path, data_dir: P
 
 
 def test_a_single_csl_item_and_a_broken_file(tmp_path: Path) -> None:
-    item = {"id": "k", "type": "book", "title": "One Item", "abstract": "A whole file with one item in it.", "issued": {"raw": "May 2001"}}
+    item = {
+        "id": "k",
+        "type": "book",
+        "title": "One Item",
+        "abstract": "A whole file with one item in it.",
+        "issued": {"raw": "May 2001"},
+    }
     (tmp_path / "one.json").write_text(json.dumps(item, indent=2), encoding="utf-8")
     papers, _ = read_corpus([tmp_path / "one.json"])
     assert [(p.title, p.year, p.entry_type, p.citation_key) for p in papers] == [("One Item", 2001, "book", "k")]
@@ -187,7 +195,7 @@ def test_arxiv_snapshot_records(data_dir: Path) -> None:
     assert polymer.title_latex == "On the $L^2$-Rigidity of Random Polymers"
     assert polymer.arxiv_id == "math/0309136" and polymer.year == 2003 and polymer.doi == "10.1214/009117904000000001"
     assert polymer.venue == "Ann. Probab. 33 (2005) 1-12" and polymer.authors[1] == "Müller, J."
-    assert "variance 𝒪(n^1/3)" in polymer.abstract and "M\\\"uller" not in polymer.abstract
+    assert "variance 𝒪(n^1/3)" in polymer.abstract and 'M\\"uller' not in polymer.abstract
     assert messages(report.problems) == [
         "arxiv_sample.jsonl:4: record '2107.00001': field 'abstract' is missing or empty",
         "arxiv_sample.jsonl:5: not valid JSON (Expecting value at column 1)",
@@ -245,9 +253,7 @@ _WORD = st.text(alphabet=string.ascii_letters, min_size=2, max_size=8)
 _TITLE = st.lists(_WORD, min_size=2, max_size=8).map(" ".join)
 _ABSTRACT = st.lists(_WORD, min_size=5, max_size=30).map(" ".join)
 # (title, abstract or None, broken?)
-_ENTRIES = st.lists(
-    st.tuples(_TITLE, st.one_of(_ABSTRACT, st.none()), st.booleans()), min_size=1, max_size=8
-)
+_ENTRIES = st.lists(st.tuples(_TITLE, st.one_of(_ABSTRACT, st.none()), st.booleans()), min_size=1, max_size=8)
 
 
 def _accounted(papers: list[Paper], problems: tuple[object, ...], name: str) -> set[int]:
@@ -381,15 +387,19 @@ def test_same_title_different_identifiers_are_two_papers(tmp_path: Path) -> None
     def record(arxiv_id: str, abstract: str) -> str:
         return json.dumps({"id": arxiv_id, "title": "Erratum", "abstract": abstract, "categories": "hep-th"})
 
-    lines = [record("1001.00001", "Corrects a sign in eq. 4."), record("1002.00002", "Corrects table 2."),
-             record("1001.00001", "Corrects a sign in eq. 4 (again).")]
+    lines = [
+        record("1001.00001", "Corrects a sign in eq. 4."),
+        record("1002.00002", "Corrects table 2."),
+        record("1001.00001", "Corrects a sign in eq. 4 (again)."),
+    ]
     (tmp_path / "a.jsonl").write_text("\n".join(lines), encoding="utf-8")
     papers, report = read_corpus([tmp_path / "a.jsonl"])
     assert [p.arxiv_id for p in papers] == ["1001.00001", "1002.00002"]
     assert len({p.paper_id for p in papers}) == 2 and report.duplicates == 1 and report.problems == ()
     # Without identifiers that tell them apart, a second abstract under one title is reported.
     (tmp_path / "b.jsonl").write_text(
-        "\n".join(json.dumps({"title": "Erratum", "abstract": a}) for a in ("One text.", "Another text.")), encoding="utf-8"
+        "\n".join(json.dumps({"title": "Erratum", "abstract": a}) for a in ("One text.", "Another text.")),
+        encoding="utf-8",
     )
     _, report = read_corpus([tmp_path / "b.jsonl"])
     assert "was already read at b.jsonl:1 with a different abstract" in messages(report.problems)[0]

@@ -62,7 +62,10 @@ def test_reference_text_and_link() -> None:
     assert reference_text(ETN) == "Tai et al. (2019). Equivariant Transformer Networks. ICML."
     assert reference_link(ETN) == "https://arxiv.org/abs/1901.11399"
     doi = Paper("d", "A Title?", "x", doi="10.1/abc", year=2020, arxiv_id="2001.00001")
-    assert reference_text(doi) == "A Title? (2020). arXiv:2001.00001." and reference_link(doi) == "https://doi.org/10.1/abc"
+    assert (
+        reference_text(doi) == "A Title? (2020). arXiv:2001.00001."
+        and reference_link(doi) == "https://doi.org/10.1/abc"
+    )
     assert reference_text(BARE) == "Quantum Widgets (listing.txt)" and reference_link(BARE) is None
 
 
@@ -168,17 +171,29 @@ def test_filters_restrict_both_retrievers_before_fusion(ref_index) -> None:  # t
     assert [h.title for h in by_tai] == ["Equivariant Transformer Networks"]
     ris = retriever.search(query, 10, filters={"source": "*.ris"})
     assert ris and all("refs.ris" in h.sources for h in ris)
-    with pytest.raises(FilterError, match=r"no paper in the index matches author 'Hinton' \(\d+ papers: \d+ with a year"):
+    with pytest.raises(
+        FilterError, match=r"no paper in the index matches author 'Hinton' \(\d+ papers: \d+ with a year"
+    ):
         retriever.search(query, 5, filters={"author": "Hinton"})
 
 
-def test_faiss_selector_path_agrees_with_the_exact_one(ref_index, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    retriever = Retriever(ref_index)
-    allowed = retriever.filtered_chunks({"year": (2019, 2023)})
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
+def test_faiss_selector_path_agrees_with_the_exact_one(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, index_type: str
+) -> None:
+    from index_build.build import build_index
+    from rag.store import open_index
+
+    embedder = HashEmbedder(dimension=64, max_tokens=256)
+    config = {"corpus": [data_dir / n for n in REF_FILES], "index_dir": tmp_path / "i", "index_type": index_type}
+    build_index({**config, "progress": False}, embedder=embedder)
+    index = open_index(tmp_path / "i", embedder)
+    assert index.manifest["faiss"]["type"] == index_type
+    allowed = Retriever(index).filtered_chunks({"year": (2019, 2023)})
     assert allowed
-    exact = ref_index.dense_search("transformers for images", 4, chunk_ids=allowed)
+    exact = index.dense_search("transformers for images", 4, chunk_ids=allowed)
     monkeypatch.setattr(rag.store, "EXACT_SUBSET_MAX", 0)
-    selected = ref_index.dense_search("transformers for images", 4, chunk_ids=allowed)
+    selected = index.dense_search("transformers for images", 4, chunk_ids=allowed)
     assert [h.chunk.chunk_id for h in selected] == [h.chunk.chunk_id for h in exact]
     assert [round(h.score, 5) for h in selected] == [round(h.score, 5) for h in exact]
     assert all(h.chunk.chunk_id in allowed for h in selected)
@@ -210,7 +225,9 @@ def test_ris_and_csl_json_round_trips(data_dir: Path, tmp_path: Path) -> None:
         (tmp_path / name).write_text(text, encoding="utf-8")
         again, report = read_corpus([tmp_path / name])
         assert report.problems == (), name
-        assert [[getattr(p, f) for f in fields] for p in again] == [[getattr(p, f) for f in fields] for p in papers], name
+        assert [[getattr(p, f) for f in fields] for p in again] == [[getattr(p, f) for f in fields] for p in papers], (
+            name
+        )
         if name == "x.json":
             assert [p.authors for p in again] == [p.authors for p in papers]
         else:  # RIS has no mark for a group name: "{Stochastic Learning Group}" comes back bare
@@ -246,9 +263,33 @@ def test_rag_search_filters_and_export(
     )
 
     target = tmp_path / "out.bib"
-    assert main(["search", "networks", "--index", index, "--source", "refs.bib", "-k", "3", "--export", "bib", "-o", str(target)]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "networks",
+                "--index",
+                index,
+                "--source",
+                "refs.bib",
+                "-k",
+                "3",
+                "--export",
+                "bib",
+                "-o",
+                str(target),
+            ]
+        )
+        == 0
+    )
     keys = [e.key for e in bibtexparser.parse_file(str(target)).entries]
-    assert len(keys) == 3 and set(keys) <= {"tai2019equivariant", "kusupati2022matryoshka", "fang2023data", "mueller2024schroedinger", "okafor2025tides"}
+    assert len(keys) == 3 and set(keys) <= {
+        "tai2019equivariant",
+        "kusupati2022matryoshka",
+        "fang2023data",
+        "mueller2024schroedinger",
+        "okafor2025tides",
+    }
 
     assert main(["search", "networks", "--index", index, "--export", "csl-json", "-k", "2"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 2
