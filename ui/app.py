@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import gradio as gr
@@ -141,11 +141,12 @@ def respond(
         yield snap(), evidence, "error", "", history, ""
 
 
-def papers_of(answerer: Answerer) -> dict[str, Paper]:
-    """The papers of the answerer's index (already open once it has answered), for references."""
+def papers_of(answerer: Answerer) -> Mapping[str, Paper]:
+    """The papers of the answerer's index (already open once it has answered), for references;
+    empty if there is none (the references then show titles and files, as before)."""
     try:
         return answerer.index.papers
-    except RagError:
+    except Exception:  # a missing index is reported by the answer itself; never fail a reply here
         return {}
 
 
