@@ -238,6 +238,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _QuietBelow(logging.Filter):
+    """Drops records of one logger (and its children) below a level."""
+
+    def __init__(self, name: str, level: int) -> None:
+        super().__init__()
+        self.prefix, self.level = name, level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        named = record.name == self.prefix or record.name.startswith(self.prefix + ".")
+        return not named or record.levelno >= self.level
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``rag`` command; returns the process exit code."""
     parser = build_parser()
@@ -248,6 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     # bibtexparser logs each broken block with 0-based lines; the build reports it, 1-based.
     logging.getLogger("bibtexparser").setLevel(max(level, logging.ERROR))
+    # bm25s sets its own logger to DEBUG when it is imported (lazily, after this), which undoes
+    # the level above; a filter on the handlers keeps its chatter out of `rag search` / `rag ask`.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietBelow("bm25s", max(level, logging.WARNING)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
