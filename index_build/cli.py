@@ -57,17 +57,10 @@ def peak_rss_mb() -> float:
 def run(args: argparse.Namespace) -> int:
     from index_build.build import build_index
 
-    cfg = config_from_args(
-        args,
-        corpus="corpus",
-        index_dir="index",
-        index_type="index_type",
-        corpus_limit="limit",
-        arxiv_categories="arxiv_category",
-    )
+    cfg = config_from_args(args, corpus="corpus", index_dir="index", index_type="index_type")
     if args.no_progress:
         cfg = cfg.replace(progress=False)
-    result = build_index(cfg, force=args.force)
+    result = build_index(cfg, force=args.force, limit=args.limit, arxiv_categories=args.arxiv_category or ())
     if args.json:
         print(json.dumps({**result.to_dict(), "peak_rss_mb": round(peak_rss_mb(), 1)}, indent=2))
         return 0

@@ -43,14 +43,9 @@ class RagConfig:
     # Where the index lives; relative paths are resolved against the working directory.
     index_dir: Path = DEFAULT_INDEX_DIR
     # Corpus files or directories (.txt listing dumps, .jsonl, .csv, .bib, .ris, CSL-JSON or
-    # arXiv-metadata .json) that `rag build` reads.
+    # arXiv-metadata .json) that `rag build` reads. (`rag build --limit / --arxiv-category` are
+    # arguments of build_index, not settings here: eval's answer cache hashes these fields.)
     corpus: tuple[Path, ...] = field(default_factory=lambda: (BUNDLED_CORPUS,))
-    # Read at most this many usable entries from each corpus file (None: all). With the arXiv
-    # snapshot (millions of lines) the file is then read only that far.
-    corpus_limit: int | None = None
-    # Keep only arXiv-metadata records in these categories ("cs.LG"; "cs" takes every cs.*);
-    # empty: all. Other formats are not filtered.
-    arxiv_categories: tuple[str, ...] = ()
     # Embedding model: "all-MiniLM-L6-v2" (the packaged copy) or a local sentence-transformers dir.
     embed_model: str = DEFAULT_EMBED_MODEL
     # Texts per embedding batch; 32 keeps peak memory low on a laptop CPU.
@@ -112,8 +107,6 @@ class RagConfig:
             raise ConfigError(f"embed_batch_size must be >= 1, got {self.embed_batch_size}")
         if self.chunk_overlap < 0:
             raise ConfigError(f"chunk_overlap must be >= 0, got {self.chunk_overlap}")
-        if self.corpus_limit is not None and int(self.corpus_limit) < 1:
-            raise ConfigError(f"corpus_limit must be >= 1 (or None for no limit), got {self.corpus_limit}")
         if self.index_type not in ("auto", "flat", "hnsw", "ivf"):
             raise ConfigError(f"index_type must be one of auto, flat, hnsw, ivf; got {self.index_type!r}")
         if self.retrieval_mode not in RETRIEVAL_MODES:
@@ -148,7 +141,6 @@ class RagConfig:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["index_dir"] = str(self.index_dir)
         data["corpus"] = [str(p) for p in self.corpus]
-        data["arxiv_categories"] = list(self.arxiv_categories)
         return data
 
 
@@ -173,10 +165,6 @@ def get_config(config: RagConfig | Mapping[str, Any] | None = None) -> RagConfig
         values.update(config)
     if "index_dir" in values:
         values["index_dir"] = Path(values["index_dir"])
-    if isinstance(values.get("arxiv_categories"), str):
-        values["arxiv_categories"] = (values["arxiv_categories"],)
-    elif "arxiv_categories" in values:
-        values["arxiv_categories"] = tuple(str(c) for c in values["arxiv_categories"])
     if "corpus" in values:
         corpus = values["corpus"]
         values["corpus"] = (Path(corpus),) if isinstance(corpus, (str, Path)) else tuple(Path(p) for p in corpus)
