@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,6 +112,8 @@ def build_index(
     embedder: Embedder | None = None,
     force: bool = False,
     on_stage: Callable[[str], None] | None = None,
+    limit: int | None = None,
+    arxiv_categories: Sequence[str] = (),
 ) -> BuildResult:
     """Build (or refresh) the index at ``config.index_dir`` from ``config.corpus``.
 
@@ -120,6 +122,10 @@ def build_index(
         embedder: the embedding model; the configured packaged model when None.
         force: rebuild and re-embed everything even if the index is up to date.
         on_stage: called with a stage name as each stage starts (for benchmarks / UIs).
+        limit: read at most this many usable entries from each corpus file.
+        arxiv_categories: keep only arXiv-metadata records in these categories ("cs.LG"; "cs"
+            takes every cs.*). Both change the papers, hence the corpus hash: a build with other
+            values is not "up to date".
 
     Raises:
         CorpusError: the corpus cannot be read or has no usable entry.
@@ -129,7 +135,7 @@ def build_index(
     watch = _Stopwatch(on_stage)
     watch.start("parse")
     index_dir = Path(cfg.index_dir)
-    papers, report = read_corpus(cfg.corpus)
+    papers, report = read_corpus(cfg.corpus, limit=limit, arxiv_categories=arxiv_categories)
     problems = list(report.problems)
     embedder = embedder or load_embedder(cfg.embed_model, batch_size=cfg.embed_batch_size)
     settings = index_settings(embedder, cfg)

@@ -19,7 +19,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=Path,
         action="append",
         default=None,
-        help="corpus file or directory (.txt listing dumps, .jsonl, .csv); repeatable; default: the bundled corpus",
+        help="corpus file or directory (.txt listing dumps, .jsonl, .csv, .bib, .ris, CSL-JSON .json, "
+        "arXiv metadata .json/.jsonl); repeatable; default: the bundled corpus",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="read at most N usable entries from each corpus file (the arXiv snapshot is read only that far)",
+    )
+    p.add_argument(
+        "--arxiv-category",
+        action="append",
+        default=None,
+        metavar="CAT",
+        help="keep only arXiv metadata records in this category (cs.LG; 'cs' takes every cs.*); repeatable",
     )
     add_index_argument(p)
     p.add_argument("--force", action="store_true", help="rebuild and re-embed everything even if up to date")
@@ -45,19 +60,24 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, corpus="corpus", index_dir="index", index_type="index_type")
     if args.no_progress:
         cfg = cfg.replace(progress=False)
-    result = build_index(cfg, force=args.force)
+    result = build_index(cfg, force=args.force, limit=args.limit, arxiv_categories=args.arxiv_category or ())
     if args.json:
         print(json.dumps({**result.to_dict(), "peak_rss_mb": round(peak_rss_mb(), 1)}, indent=2))
         return 0
     report = result.corpus
+    warned = f", {len(report.warnings)} with a field ignored" if report.warnings else ""
     print(
         f"corpus: {len(report.files)} file(s), {report.entries} entries read, "
-        f"{report.duplicates} merged as duplicates, {len(result.problems)} skipped"
+        f"{report.duplicates} merged as duplicates, {len(result.problems)} skipped{warned}"
     )
     for problem in result.problems[:MAX_PROBLEMS_SHOWN]:
         print(f"  skipped {problem}")
     if len(result.problems) > MAX_PROBLEMS_SHOWN:
         print(f"  ... and {len(result.problems) - MAX_PROBLEMS_SHOWN} more (run with -v to log all)")
+    for warning in report.warnings[:MAX_PROBLEMS_SHOWN]:
+        print(f"  kept {warning}")
+    if len(report.warnings) > MAX_PROBLEMS_SHOWN:
+        print(f"  ... and {len(report.warnings) - MAX_PROBLEMS_SHOWN} more (run with -v to log all)")
     if result.status == "up-to-date":
         print(
             f"index {result.index_dir} is up to date: {result.papers} papers, {result.chunks} chunks "

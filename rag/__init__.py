@@ -12,6 +12,7 @@ from rag.config import RagConfig, get_config
 from rag.errors import (
     ConfigError,
     CorpusError,
+    FilterError,
     IndexCorruptError,
     IndexMismatchError,
     IndexNotFoundError,
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigError",
     "CorpusError",
     "EvidenceEvent",
+    "FilterError",
     "IndexCorruptError",
     "IndexMismatchError",
     "IndexNotFoundError",

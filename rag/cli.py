@@ -12,14 +12,14 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TextIO
 
 from rag.config import RagConfig
 from rag.errors import RagError
-from rag.types import Answer
+from rag.types import Answer, Paper
 
 logger = logging.getLogger(__name__)
 
@@ -43,27 +43,65 @@ def config_from_args(args: argparse.Namespace, **fields: str) -> RagConfig:
 
 
 def _register_search(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("search", help="show the papers whose chunks best match a query (dense retrieval)")
+    p = sub.add_parser(
+        "search",
+        help="show the papers that best match a query (no language model), optionally filtered or exported",
+    )
     p.add_argument("query", help="what to look for")
-    p.add_argument("-k", "--top-k", type=int, default=5, help="how many chunks to show (default 5)")
+    p.add_argument("-k", "--top-k", type=int, default=5, help="how many papers to show (default 5)")
+    p.add_argument(
+        "--mode", choices=("hybrid", "dense", "bm25"), default="hybrid", help="retrieval mode (default hybrid)"
+    )
+    p.add_argument("--year", default=None, help="only papers of these years: 2021, 2019-2023, 2019- or -2023")
+    p.add_argument("--author", action="append", default=None, help="only papers by this author (repeatable: any)")
+    p.add_argument("--venue", action="append", default=None, help="only papers whose venue contains this text")
+    p.add_argument(
+        "--source", action="append", default=None, help="only papers read from this corpus file (a name or a glob)"
+    )
+    p.add_argument(
+        "--export",
+        choices=("bib", "ris", "csl-json"),
+        default=None,
+        help="print the found papers as BibTeX, RIS or CSL-JSON instead of the list",
+    )
+    p.add_argument("-o", "--output", type=Path, default=None, help="write the export to this file")
     add_index_argument(p)
     p.set_defaults(func=_run_search)
 
 
+def search_filters(args: argparse.Namespace) -> dict[str, object]:
+    """The retrieval filters given on the command line (``--year``, ``--author``, ...)."""
+    given = {"year": args.year, "author": args.author, "venue": args.venue, "source": args.source}
+    return {k: v for k, v in given.items() if v}
+
+
 def _run_search(args: argparse.Namespace) -> int:
     from rag.models import load_embedder
+    from rag.references import export_references, reference_link, reference_text
+    from rag.retrieve import Retriever
     from rag.store import open_index
 
     cfg = config_from_args(args, index_dir="index")
     index = open_index(cfg.index_dir, load_embedder(cfg.embed_model, batch_size=cfg.embed_batch_size))
-    hits = index.dense_search(args.query, args.top_k)
+    retriever = Retriever(index, candidates=max(cfg.candidates, args.top_k), rrf_k=cfg.rrf_k)
+    hits = retriever.search(args.query, args.top_k, args.mode, filters=search_filters(args))
+    if args.export:
+        text = export_references([index.papers[h.paper_id] for h in hits], args.export)
+        if args.output is not None:
+            args.output.write_text(text, encoding="utf-8")
+            print(f"wrote {len(hits)} reference(s) to {args.output}", file=sys.stderr)
+        else:
+            print(text, end="")
+        return 0
     if not hits:
         print("no results")
         return 0
     for rank, hit in enumerate(hits, 1):
-        chunk = hit.chunk
-        snippet = chunk.text if len(chunk.text) <= 160 else chunk.text[:157] + "..."
-        print(f"{rank}. [{hit.score:.3f}] {chunk.title}  ({chunk.paper_id})")
+        paper = index.papers[hit.paper_id]
+        snippet = paper.abstract if len(paper.abstract) <= 160 else paper.abstract[:157] + "..."
+        print(f"{rank}. [{hit.dense_score:.3f}] {paper.title}  ({paper.paper_id})")
+        link = reference_link(paper)
+        print(f"   {reference_text(paper)}" + (f"  {link}" if link else ""))
         print(f"   {snippet}")
     return 0
 
@@ -82,12 +120,14 @@ def _register_ask(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _run_ask(args: argparse.Namespace) -> int:
     from rag.answer import Answerer, AnswerEvent, EvidenceEvent, TokenEvent
+    from rag.references import answer_to_dict
 
     answerer = Answerer(
         config_from_args(args, index_dir="index", model="model", retrieval_mode="mode", top_k="top_k", strict="strict")
     )
     if args.json:
-        print(json.dumps(answerer.ask(args.question).to_dict(), indent=2, ensure_ascii=False))
+        answer = answerer.ask(args.question)
+        print(json.dumps(answer_to_dict(answer, answerer.index.papers), indent=2, ensure_ascii=False))
         return 0
     out = sys.stdout
     streaming = False
@@ -106,12 +146,15 @@ def _run_ask(args: argparse.Namespace) -> int:
         elif isinstance(event, AnswerEvent):
             if streaming:
                 print("\n", file=out)
-            _print_answer(event.answer, out)
+            _print_answer(event.answer, out, answerer.index.papers)
     return 0
 
 
-def _print_answer(answer: Answer, out: TextIO) -> None:
+def _print_answer(answer: Answer, out: TextIO, papers: Mapping[str, Paper] | None = None) -> None:
     from rag.citations import strip_citations
+    from rag.references import has_metadata, reference_link, reference_text
+
+    papers = papers or {}
 
     changed = strip_citations(answer.raw_text) != strip_citations(answer.text)
     label = "Verified answer" if changed and not answer.refused else "Answer"
@@ -131,7 +174,12 @@ def _print_answer(answer: Answer, out: TextIO) -> None:
     if answer.citations:
         print("\nReferences:", file=out)
         for c in answer.citations:
-            print(f"  [{c.n}] {c.title}  ({', '.join(c.files)})", file=out)
+            paper = papers.get(c.paper_id)
+            if paper is not None and has_metadata(paper):
+                link = reference_link(paper)
+                print(f"  [{c.n}] {reference_text(paper)}" + (f"  {link}" if link else ""), file=out)
+            else:
+                print(f"  [{c.n}] {c.title}  ({', '.join(c.files)})", file=out)
             for sentence in c.evidence:
                 print(f"      \u201c{sentence}\u201d", file=out)
     t = answer.timings
@@ -197,6 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _QuietBelow(logging.Filter):
+    """Drops records of one logger (and its children) below a level."""
+
+    def __init__(self, name: str, level: int) -> None:
+        super().__init__()
+        self.prefix, self.level = name, level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        named = record.name == self.prefix or record.name.startswith(self.prefix + ".")
+        return not named or record.levelno >= self.level
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``rag`` command; returns the process exit code."""
     parser = build_parser()
@@ -205,6 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("bm25s", "httpx", "sentence_transformers", "transformers"):  # chatty at INFO/DEBUG
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # bibtexparser logs each broken block with 0-based lines; the build reports it, 1-based.
+    logging.getLogger("bibtexparser").setLevel(max(level, logging.ERROR))
+    # bm25s sets its own logger to DEBUG when it is imported (lazily, after this), which undoes
+    # the level above; a filter on the handlers keeps its chatter out of `rag search` / `rag ask`.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietBelow("bm25s", max(level, logging.WARNING)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -42,7 +42,9 @@ class RagConfig:
 
     # Where the index lives; relative paths are resolved against the working directory.
     index_dir: Path = DEFAULT_INDEX_DIR
-    # Corpus files or directories (.txt listing dumps, .jsonl, .csv) that `rag build` reads.
+    # Corpus files or directories (.txt listing dumps, .jsonl, .csv, .bib, .ris, CSL-JSON or
+    # arXiv-metadata .json) that `rag build` reads. (`rag build --limit / --arxiv-category` are
+    # arguments of build_index, not settings here: eval's answer cache hashes these fields.)
     corpus: tuple[Path, ...] = field(default_factory=lambda: (BUNDLED_CORPUS,))
     # Embedding model: "all-MiniLM-L6-v2" (the packaged copy) or a local sentence-transformers dir.
     embed_model: str = DEFAULT_EMBED_MODEL

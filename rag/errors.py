@@ -33,3 +33,7 @@ class ModelError(RagError):
 
 class ConfigError(RagError):
     """A configuration value is invalid; the message names the field."""
+
+
+class FilterError(RagError):
+    """A retrieval filter is malformed, or no paper of the index matches it."""

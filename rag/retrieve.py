@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from rag.errors import FilterError
+from rag.filters import PaperFilter
 from rag.store import RagIndex
 from rag.types import RetrievedPaper, ScoredChunk
 
@@ -64,10 +66,15 @@ class Retriever:
                 )
         return self._bm25
 
-    def bm25_search(self, query: str) -> list[ScoredChunk]:
-        """Chunks sharing (stemmed) words with the query, best first; zero scores dropped."""
+    def bm25_search(self, query: str, *, chunk_ids: Collection[str] | None = None) -> list[ScoredChunk]:
+        """Chunks sharing (stemmed) words with the query, best first; zero scores dropped.
+
+        ``chunk_ids`` restricts the ranking to those chunks (a metadata filter).
+        """
         if not query.strip():
             return []
+        if chunk_ids is not None:
+            return self._bm25_within(query, chunk_ids)
         out: list[ScoredChunk] = []
         for hit in self._bm25_retriever().retrieve(query):
             chunk = self.index.chunks.get(hit.node.node_id)
@@ -75,10 +82,79 @@ class Retriever:
                 out.append(ScoredChunk(chunk=chunk, score=float(hit.score or 0.0), rank=len(out) + 1))
         return out
 
+    def _bm25_within(self, query: str, chunk_ids: Collection[str]) -> list[ScoredChunk]:
+        """BM25 over a subset of chunks: the same index, with the other chunks' weight set to 0.
+
+        The llama-index retriever takes a weight mask only at construction; this runs the same
+        tokenisation and bm25s call as its ``_retrieve`` with a mask per query instead, so one
+        BM25 index serves every filter.
+        """
+        import bm25s
+
+        retriever = self._bm25_retriever()
+        mask = np.fromiter((doc["node_id"] in chunk_ids for doc in retriever.corpus), dtype=np.float32)
+        k = min(self.candidates, int(mask.sum()))
+        if k == 0:
+            return []
+        tokens = bm25s.tokenize(
+            query,
+            stemmer=retriever.stemmer if not retriever.skip_stemming else None,
+            token_pattern=retriever.token_pattern,
+            show_progress=False,
+        )
+        indexes, scores = retriever.bm25.retrieve(tokens, k=k, show_progress=False, weight_mask=mask)
+        out: list[ScoredChunk] = []
+        for idx, score in zip(indexes[0], scores[0], strict=True):
+            chunk = self.index.chunks.get(retriever.corpus[int(idx)]["node_id"])
+            if chunk is not None and float(score) > 0.0 and chunk.chunk_id in chunk_ids:
+                out.append(ScoredChunk(chunk=chunk, score=float(score), rank=len(out) + 1))
+        return out
+
+    def filtered_chunks(self, filters: Mapping[str, Any] | PaperFilter | None) -> set[str] | None:
+        """Ids of the chunks of the papers that pass ``filters`` (None: no filter given).
+
+        Raises:
+            FilterError: a filter is malformed, or no paper of the index matches.
+        """
+        spec = filters if isinstance(filters, PaperFilter) else PaperFilter.from_dict(filters)
+        if not spec.active:
+            return None
+        papers = spec.select(self.index.papers.values())
+        if not papers:
+            known = self.index.papers.values()
+            with_year = sum(p.year is not None for p in known)
+            with_authors = sum(bool(p.authors) for p in known)
+            raise FilterError(
+                f"no paper in the index matches {spec.describe()} ({len(self.index.papers)} papers: "
+                f"{with_year} with a year, {with_authors} with authors)"
+            )
+        return {c.chunk_id for pid in papers for c in self.index.paper_chunks(pid)}
+
     def search(
-        self, query: str, top_k: int, mode: str = "hybrid", *, vector: np.ndarray | None = None
+        self,
+        query: str,
+        top_k: int,
+        mode: str = "hybrid",
+        *,
+        vector: np.ndarray | None = None,
+        filters: Mapping[str, Any] | PaperFilter | None = None,
     ) -> list[RetrievedPaper]:
-        """The ``top_k`` best papers for ``query``, best first (``vector``: its embedding, if known)."""
+        """The ``top_k`` best papers for ``query``, best first.
+
+        Args:
+            query: the question or search words.
+            top_k: how many papers to return.
+            mode: "hybrid" (dense + BM25, fused by reciprocal rank), "dense" or "bm25".
+            vector: the query's embedding, if already computed.
+            filters: metadata filters (``rag.filters``), e.g. ``{"year": (2019, 2023),
+                "author": "Hinton", "venue": "NeurIPS", "source": "my.bib"}``. Both retrievers
+                rank only the chunks of matching papers, before fusion, so the top ``k`` is
+                filled from matching papers.
+
+        Raises:
+            FilterError: a filter is malformed, or no paper of the index matches it.
+        """
+        allowed = self.filtered_chunks(filters)  # validated even for an empty query
         if not query.strip() or top_k < 1:
             return []
         if vector is None:
@@ -87,10 +163,10 @@ class Retriever:
         dense_hits: list[ScoredChunk] = []
         bm25_hits: list[ScoredChunk] = []
         if mode in ("hybrid", "dense"):
-            dense_hits = self.index.dense_search(query, self.candidates, vector=vector)
+            dense_hits = self.index.dense_search(query, self.candidates, vector=vector, chunk_ids=allowed)
             rankings["dense"] = papers_in_order(dense_hits)
         if mode in ("hybrid", "bm25"):
-            bm25_hits = self.bm25_search(query)
+            bm25_hits = self.bm25_search(query, chunk_ids=allowed)
             rankings["bm25"] = papers_in_order(bm25_hits)
         fused = rrf_fuse(rankings, self.rrf_k)[:top_k]
 

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,9 @@ EMBED_CACHE = "embeddings.npz"
 FAISS_FILE = "default__vector_store.json"  # llama-index's name for the persisted FAISS index
 _BACKUP_SUFFIX = ".previous"
 _BUILD_HINT = "run `rag build` to create it"
+# A filtered dense search scores up to this many chunks directly from their stored vectors
+# (exact, ~10 ms at 50k x 384); larger subsets go through FAISS with an ID selector.
+EXACT_SUBSET_MAX = 50_000
 
 
 def backup_path(index_dir: Path) -> Path:
@@ -173,15 +176,28 @@ class RagIndex:
         """The unit-length embedding of a query."""
         return np.asarray(self.embedder.embed([query])[0], dtype=np.float32)
 
-    def dense_search(self, query: str, k: int, *, vector: np.ndarray | None = None) -> list[ScoredChunk]:
-        """Top ``k`` chunks by cosine similarity (inner product on unit vectors)."""
+    def dense_search(
+        self,
+        query: str,
+        k: int,
+        *,
+        vector: np.ndarray | None = None,
+        chunk_ids: Collection[str] | None = None,
+    ) -> list[ScoredChunk]:
+        """Top ``k`` chunks by cosine similarity (inner product on unit vectors).
+
+        ``chunk_ids`` restricts the search to those chunks (a metadata filter), so that the top
+        ``k`` are filled from them rather than thinned out of an unfiltered top ``k``.
+        """
         from llama_index.core.schema import QueryBundle
 
-        k = max(0, min(k, len(self.chunks)))
+        k = max(0, min(k, len(self.chunks) if chunk_ids is None else len(chunk_ids)))
         if k == 0 or not query.strip():
             return []
         if vector is None:
             vector = self.query_vector(query)
+        if chunk_ids is not None:
+            return self._dense_search_within(vector, k, chunk_ids)
         retriever = self.vector_index.as_retriever(similarity_top_k=k)
         bundle = QueryBundle(query_str=query, embedding=vector.tolist())
         out: list[ScoredChunk] = []
@@ -191,11 +207,49 @@ class RagIndex:
                 out.append(ScoredChunk(chunk=chunk, score=float(hit.score or 0.0), rank=len(out) + 1))
         return out
 
-    def chunk_vectors(self, chunk_ids: list[str]) -> np.ndarray:
-        """Stored vectors of the given chunks, shape (len(chunk_ids), dimension)."""
+    def _dense_search_within(self, vector: np.ndarray, k: int, chunk_ids: Collection[str]) -> list[ScoredChunk]:
+        """Exact search over a subset: its stored vectors scored directly when there are few
+        (any index type, no recall loss), FAISS with an ID selector when there are many."""
+        ids = [cid for cid in chunk_ids if cid in self.chunks]
+        if not ids:
+            return []
+        positions = np.array([self._position(cid) for cid in ids], dtype=np.int64)
+        if len(ids) <= EXACT_SUBSET_MAX:
+            vectors = np.asarray(self.faiss_index.reconstruct_batch(positions), dtype=np.float32)
+            scores = vectors @ np.asarray(vector, dtype=np.float32)
+            top = np.argsort(-scores, kind="stable")[:k]
+            found = [(ids[i], float(scores[i])) for i in top]
+        else:
+            found = self._faiss_search_selected(vector, k, positions)
+        return [ScoredChunk(chunk=self.chunks[cid], score=score, rank=r) for r, (cid, score) in enumerate(found, 1)]
+
+    def _faiss_search_selected(self, vector: np.ndarray, k: int, positions: np.ndarray) -> list[tuple[str, float]]:
+        import faiss as faiss_module
+
+        faiss: Any = faiss_module  # its stubs lack the SearchParameters* keyword arguments
+        selector = faiss.IDSelectorBatch(positions)
+        params = self.manifest.get("faiss") or {"type": "flat"}
+        kind = params.get("type", "flat")
+        if kind == "hnsw":
+            search_params: Any = faiss.SearchParametersHNSW(
+                sel=selector, efSearch=max(int(params.get("ef_search", 64)), k)
+            )
+        elif kind == "ivf":
+            search_params = faiss.SearchParametersIVF(sel=selector, nprobe=int(params.get("nprobe", 16)))
+        else:
+            search_params = faiss.SearchParameters(sel=selector)
+        scores, found = self.faiss_index.search(np.asarray(vector, dtype=np.float32)[None, :], k, params=search_params)
+        by_position = self.vector_index.index_struct.nodes_dict
+        return [(by_position[str(int(p))], float(s)) for p, s in zip(found[0], scores[0], strict=True) if p >= 0]
+
+    def _position(self, chunk_id: str) -> int:
         if self._positions is None:
             self._positions = {nid: int(pos) for pos, nid in self.vector_index.index_struct.nodes_dict.items()}
-        rows = [self.faiss_index.reconstruct(self._positions[cid]) for cid in chunk_ids]
+        return self._positions[chunk_id]
+
+    def chunk_vectors(self, chunk_ids: list[str]) -> np.ndarray:
+        """Stored vectors of the given chunks, shape (len(chunk_ids), dimension)."""
+        rows = [self.faiss_index.reconstruct(self._position(cid)) for cid in chunk_ids]
         return np.asarray(rows, dtype=np.float32).reshape(len(chunk_ids), -1)
 
     def paper_chunks(self, paper_id: str) -> list[Chunk]:

@@ -27,14 +27,24 @@ class SourceRef:
 
 @dataclass(frozen=True, slots=True)
 class Paper:
-    """One distinct paper of the collection (duplicates merged by normalised title).
+    """One distinct paper of the collection (duplicates merged by DOI, arXiv id or normalised title).
 
     Attributes:
-        paper_id: stable id derived from the normalised title (slug + hash suffix).
-        title: the title as written in the first file that had it.
-        abstract: the abstract text, whitespace-normalised.
+        paper_id: stable id derived from the normalised title (slug + hash suffix), or the
+            record's own id in JSONL / CSV.
+        title: the title as written in the first file that had it, as plain Unicode text (LaTeX
+            markup of BibTeX and arXiv records decoded); this is what is embedded and shown.
+        abstract: the abstract text, plain, whitespace-normalised.
         sources: every place the paper was read from, in reading order.
-        url, authors, year: optional fields from JSONL / CSV corpora.
+        url, authors, year: optional; ``authors`` are names as the source gives them, "Family,
+            Given" when the source separates the parts (BibTeX, RIS, CSL-JSON, arXiv).
+        venue: journal, proceedings or conference name.
+        doi: the DOI, lower-cased, without a resolver prefix.
+        arxiv_id: the arXiv id without version ("1901.11399", "hep-th/9901001").
+        citation_key: the BibTeX key (or CSL-JSON id, RIS ID) of the record.
+        entry_type: the BibTeX entry type ("article", "inproceedings", "misc", ...).
+        title_latex, abstract_latex: the original LaTeX source, only when it differs from the
+            plain text.
     """
 
     paper_id: str
@@ -44,6 +54,13 @@ class Paper:
     url: str | None = None
     authors: tuple[str, ...] = ()
     year: int | None = None
+    venue: str | None = None
+    doi: str | None = None
+    arxiv_id: str | None = None
+    citation_key: str | None = None
+    entry_type: str | None = None
+    title_latex: str | None = None
+    abstract_latex: str | None = None
 
     @property
     def source_files(self) -> tuple[str, ...]:
@@ -51,7 +68,7 @@ class Paper:
         return tuple(dict.fromkeys(s.file for s in self.sources))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "paper_id": self.paper_id,
             "title": self.title,
             "abstract": self.abstract,
@@ -60,18 +77,34 @@ class Paper:
             "authors": list(self.authors),
             "year": self.year,
         }
+        # Written only when known, so that papers.jsonl files and corpus hashes of corpora
+        # without this metadata stay exactly as they were (no rebuild after an upgrade).
+        for name in _OPTIONAL_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Paper:
+        year = data.get("year")
         return cls(
             paper_id=str(data["paper_id"]),
             title=str(data["title"]),
             abstract=str(data["abstract"]),
             sources=tuple(SourceRef.from_dict(s) for s in data.get("sources", ())),
             url=data.get("url"),
-            authors=tuple(data.get("authors") or ()),
-            year=data.get("year"),
+            authors=tuple(str(a) for a in data.get("authors") or ()),
+            year=int(year) if year is not None else None,
+            **{name: _optional_str(data.get(name)) for name in _OPTIONAL_FIELDS},
         )
+
+
+_OPTIONAL_FIELDS = ("venue", "doi", "arxiv_id", "citation_key", "entry_type", "title_latex", "abstract_latex")
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 @dataclass(frozen=True, slots=True)

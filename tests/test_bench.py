@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from bench.cli import markdown
@@ -131,3 +134,17 @@ def test_api_latency_is_measured_beside_ask_in_process(fake_index) -> None:  # t
     assert out["questions"] == 3 and out["all_answers_identical"]
     assert all(row["in_process"] > 0 and row["api_ask"] > 0 and row["api_stream"] > 0 for row in out["rows"])
     assert "POST /api/ask" in api_markdown(out, "fake") and "api_ask_added_ms" in out
+
+
+def test_arxiv_import_bench_generates_and_parses(tmp_path: Path) -> None:
+    from bench.arxiv_import import generate, parse
+
+    path = tmp_path / "arxiv.jsonl"
+    generate(path, 300)
+    first = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+    assert {"id", "title", "abstract", "categories", "authors_parsed", "versions", "update_date"} <= set(first)
+    every = parse(path, [], None, trace=True)
+    assert every["entries"] == every["papers"] == 300 and every["problems"] == 0
+    assert float(every["python_heap_peak_mb"]) > 0  # type: ignore[arg-type]
+    some = parse(path, ["cs.LG"], 20, trace=False)
+    assert some["entries"] == 20

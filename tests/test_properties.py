@@ -60,7 +60,7 @@ def _read_or_error(path: Path) -> tuple[list[Paper], tuple[Problem, ...]]:
 
 # -- corpus parser ------------------------------------------------------------------------------
 @FAST
-@given(data=st.binary(max_size=2000), suffix=st.sampled_from([".txt", ".jsonl", ".csv"]))
+@given(data=st.binary(max_size=2000), suffix=st.sampled_from([".txt", ".jsonl", ".csv", ".json", ".bib", ".ris"]))
 def test_parser_survives_arbitrary_bytes(tmp_path: Path, data: bytes, suffix: str) -> None:
     path = _write(tmp_path, "x" + suffix, data)
     papers, problems = _read_or_error(path)
@@ -73,7 +73,7 @@ def test_parser_survives_arbitrary_bytes(tmp_path: Path, data: bytes, suffix: st
 
 
 @FAST
-@given(text=st.text(max_size=1500), suffix=st.sampled_from([".txt", ".jsonl", ".csv"]))
+@given(text=st.text(max_size=1500), suffix=st.sampled_from([".txt", ".jsonl", ".csv", ".json", ".bib", ".ris"]))
 def test_parser_survives_arbitrary_text(tmp_path: Path, text: str, suffix: str) -> None:
     path = _write(tmp_path, "x" + suffix, text.encode("utf-8", "surrogatepass"))
     papers, problems = _read_or_error(path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import gradio as gr
@@ -20,7 +20,7 @@ from rag.answer import Answerer, AnswerEvent, EvidenceEvent, QuestionError, Toke
 from rag.config import RETRIEVAL_MODES, RagConfig
 from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, ModelError, RagError
 from rag.llm import KNOWN_MODELS
-from rag.types import Answer
+from rag.types import Answer, Paper
 from ui.format import answer_markdown, escape_md, evidence_html, plain_text, status_line, streaming_markdown
 from ui.gate import ModelQueue, QueueFull, iterate_in_thread
 
@@ -43,6 +43,7 @@ CSS = """
 .ev-score { margin-left: auto; opacity: 0.7; }
 .ev-title { font-weight: 600; margin: 4px 0 2px; }
 .ev-files { font-size: 0.75em; opacity: 0.6; }
+.ev-ref { font-size: 0.8em; opacity: 0.8; }
 .ev-sents { margin: 6px 0 0 16px; font-size: 0.9em; }
 .ev-sent.ev-backs { background: rgba(47, 125, 50, 0.18); border-radius: 3px; }
 .ev-empty { opacity: 0.7; font-style: italic; }
@@ -114,7 +115,8 @@ def respond(
             message or "", history or None, top_k=int(top_k), retrieval_mode=mode, strict=bool(strict)
         ):
             if isinstance(event, EvidenceEvent):
-                evidence = evidence_html(event.sources, event.retrieved)
+                papers = papers_of(answerer)
+                evidence = evidence_html(event.sources, event.retrieved, papers=papers)
                 took = event.timings.get("to_evidence", event.timings.get("retrieve", 0.0))
                 phase = (
                     f"evidence ready in {took:.1f} s · the model is reading it…"
@@ -130,14 +132,24 @@ def respond(
             elif isinstance(event, AnswerEvent):
                 answer = event.answer
                 history.append(answer)
-                chat[-1]["content"] = answer_markdown(answer)
-                evidence = evidence_html(answer.sources, answer.retrieved, answer)
-                yield snap(), evidence, status_line(answer), plain_text(answer), history, ""
+                papers = papers_of(answerer)
+                chat[-1]["content"] = answer_markdown(answer, papers)
+                evidence = evidence_html(answer.sources, answer.retrieved, answer, papers)
+                yield snap(), evidence, status_line(answer), plain_text(answer, papers), history, ""
     except Exception as exc:  # shown as a chat message; the log keeps the details
         if not isinstance(exc, RagError):
             logger.exception("answering failed")
         chat[-1]["content"] = friendly_error(exc)
         yield snap(), evidence, "error", "", history, ""
+
+
+def papers_of(answerer: Answerer) -> Mapping[str, Paper]:
+    """The papers of the answerer's index (already open once it has answered), for references;
+    empty if there is none (the references then show titles and files, as before)."""
+    try:
+        return answerer.index.papers
+    except Exception:  # a missing index is reported by the answer itself; never fail a reply here
+        return {}
 
 
 def request_problem(top_k: Any, mode: Any, model: Any, models: Sequence[str]) -> str | None:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from urllib.parse import quote
 
 from rag.citations import UNSUPPORTED_MARK
-from rag.types import Answer, RetrievedPaper, Source
+from rag.references import has_metadata, reference_link, reference_text
+from rag.types import Answer, Paper, RetrievedPaper, Source
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+Papers = Mapping[str, Paper]
 
 
 def escape_md(text: str) -> str:
@@ -21,14 +24,57 @@ def escape_md(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
 
 
+def safe_url(url: str | None) -> str | None:
+    """An http(s) URL from the corpus made safe for a Markdown link or an href, or None.
+
+    Corpus URLs are untrusted: only http(s) passes (no ``javascript:``), and characters that
+    could end the link (spaces, parentheses, quotes, angle brackets) are percent-encoded.
+    """
+    if not url or not re.match(r"^https?://[^\s]+$", url, re.IGNORECASE):
+        return None
+    return quote(url, safe=":/?#@!$&*+,;=%~-._[]")
+
+
+def reference_markdown(paper: Paper) -> str:
+    """A reference line for the chat: "Tai et al. (2019). Title. Venue." and its link."""
+    text = escape_md(reference_text(paper))
+    link = safe_url(reference_link(paper))
+    return f"{text} [{escape_md(_link_label(paper))}]({link})" if link else text
+
+
+def _link_label(paper: Paper) -> str:
+    if paper.doi:
+        return f"doi:{paper.doi}"
+    if paper.arxiv_id:
+        return f"arXiv:{paper.arxiv_id}"
+    return "link"
+
+
+def reference_html(paper: Paper) -> str:
+    """The reference of an evidence card, escaped, with its link."""
+    text = html.escape(reference_text(paper))
+    link = safe_url(reference_link(paper))
+    if link is None:
+        return text
+    return (
+        f'{text} <a class="ev-link" href="{html.escape(link, quote=True)}" target="_blank" '
+        f'rel="noopener noreferrer">{html.escape(_link_label(paper))}</a>'
+    )
+
+
 def cite_marks(numbers: Sequence[int]) -> str:
     """Citation markers, bold so they stand out and link to the references below the answer."""
     return "".join(f"**[\\[{n}\\]](#ref-{n})**" for n in numbers)
 
 
-def answer_markdown(answer: Answer) -> str:
+def answer_markdown(answer: Answer, papers: Papers | None = None) -> str:
     """The final answer for the chat: sentences with their citations, then numbered references
-    with the sentence of each abstract that backs the claims."""
+    with the sentence of each abstract that backs the claims.
+
+    ``papers`` (the index's papers by id) gives each reference its authors, year, venue and
+    link; without it, or for a paper with no such metadata, the title and corpus files are shown.
+    """
+    papers = papers or {}
     if answer.refused:
         lines = [f"**{escape_md(answer.text.split(' The closest papers are:')[0])}**"]
         if answer.retrieved:
@@ -51,9 +97,13 @@ def answer_markdown(answer: Answer) -> str:
     text = "\n".join(f"- {p}" for p in parts) if answer.form == "list" else " ".join(parts)
     lines = [text, "", "**References**", ""]
     for c in answer.citations:
-        lines.append(
-            f'{c.n}. <a id="ref-{c.n}"></a>**{escape_md(c.title)}** <sub>({escape_md(", ".join(c.files))})</sub>'
-        )
+        paper = papers.get(c.paper_id)
+        if paper is not None and has_metadata(paper):
+            lines.append(f'{c.n}. <a id="ref-{c.n}"></a>{reference_markdown(paper)}')
+        else:
+            lines.append(
+                f'{c.n}. <a id="ref-{c.n}"></a>**{escape_md(c.title)}** <sub>({escape_md(", ".join(c.files))})</sub>'
+            )
         for sentence in c.evidence:
             lines.append(f"    > “{escape_md(sentence)}”")
     return "\n".join(lines)
@@ -64,13 +114,19 @@ def streaming_markdown(raw: str) -> str:
     return escape_md(raw) + " ▍"
 
 
-def plain_text(answer: Answer) -> str:
+def plain_text(answer: Answer, papers: Papers | None = None) -> str:
     """Answer and references as plain text, for copying."""
     if answer.refused:
         return answer.text
+    papers = papers or {}
     lines = [answer.text, "", "References:"]
     for c in answer.citations:
-        lines.append(f"[{c.n}] {c.title} ({', '.join(c.files)})")
+        paper = papers.get(c.paper_id)
+        if paper is not None and has_metadata(paper):
+            link = reference_link(paper)
+            lines.append(f"[{c.n}] {reference_text(paper)}" + (f" {link}" if link else ""))
+        else:
+            lines.append(f"[{c.n}] {c.title} ({', '.join(c.files)})")
         lines += [f'    "{e}"' for e in c.evidence]
     if any(not s.supported for s in answer.sentences):
         lines += ["", f"{UNSUPPORTED_MARK} marks a sentence that no source supports."]
@@ -81,9 +137,12 @@ def evidence_html(
     sources: Sequence[Source],
     retrieved: Sequence[RetrievedPaper],
     answer: Answer | None = None,
+    papers: Papers | None = None,
 ) -> str:
-    """The evidence panel: each retrieved paper, its score, the sentences the model saw;
-    after the answer, which final citation number it got and which sentences back it."""
+    """The evidence panel: each retrieved paper, its score, its reference (or corpus files), the
+    sentences the model saw; after the answer, which final citation number it got and which
+    sentences back it."""
+    papers = papers or {}
     if not retrieved:
         return '<div class="ev-empty">No evidence yet. Ask a question to see the papers and sentences it is answered from.</div>'
     cited_as: dict[str, int] = {}
@@ -99,11 +158,17 @@ def evidence_html(
         n = cited_as.get(hit.paper_id)
         badge = f'<span class="ev-cited">cited as [{n}]</span>' if n else ""
         label = f"Source {src.n}" if src else "Retrieved"
+        paper = papers.get(hit.paper_id)
+        where = (
+            f'<div class="ev-ref">{reference_html(paper)}</div>'
+            if paper is not None and has_metadata(paper)
+            else f'<div class="ev-files">{html.escape(", ".join(hit.files))}</div>'
+        )
         head = (
             f'<div class="ev-head"><span class="ev-label">{label}</span> {badge}'
             f'<span class="ev-score">similarity {hit.dense_score:.2f}</span></div>'
             f'<div class="ev-title">{html.escape(hit.title)}</div>'
-            f'<div class="ev-files">{html.escape(", ".join(hit.files))}</div>'
+            f"{where}"
         )
         sentences = []
         for s in src.sentences if src else ():
