@@ -77,6 +77,9 @@ _WANTS_NUMBER = re.compile(
 _NOT_TOPIC = frozenset(content_words("collection corpus find findings papers works studies"))
 
 
+_YES_NO = re.compile(r"^\s*(do|does|did|can|could|is|are|was|were|has|have|will|would|should)\b", re.IGNORECASE)
+
+
 def renumbered(
     sentences: Sequence[AnswerSentence], citations: Sequence[Citation]
 ) -> tuple[list[AnswerSentence], list[Citation]]:
@@ -318,7 +321,7 @@ class Answerer:
         )
         timings["total"] = time.perf_counter() - start
         if decision.refused and decision.code == NOTHING_VERIFIED and cfg.extractive_fallback:
-            quote = self.extractive_fallback(standalone, sources, cfg)
+            quote = self.extractive_fallback(standalone, sources, cfg, raw)
             if quote is not None:  # one abstract sentence answers it: show that, quoted
                 verified = quote
                 decision = ANSWER
@@ -482,17 +485,28 @@ class Answerer:
                     sentences.insert(0, AnswerSentence(body, (cited.n,), True, shown=shown, verdict="system"))
         return tuple(sentences), tuple(citations)
 
-    def extractive_fallback(self, question: str, sources: Sequence[Source], cfg: RagConfig) -> Verified | None:
+    def extractive_fallback(
+        self, question: str, sources: Sequence[Source], cfg: RagConfig, raw: str = ""
+    ) -> Verified | None:
         """When nothing the model wrote holds up but one evidence sentence clearly answers the
         question (close to it, most of its content words there, a number where it asks for one),
-        that sentence quoted with its citation. None otherwise (the question stays refused)."""
+        that sentence quoted with its citation. A yes/no question whose answer only restated it
+        while pointing at a paper ("Yes, ... This is shown in [3].") gets that paper's sentence
+        closest to the question (the model's pointer is the evidence of relevance; a question
+        asking for a detail gets no such help). None otherwise (the question stays refused)."""
         q_words = content_words(question)
         wants_number = bool(_WANTS_NUMBER.search(question))
+        pointed = set(find_citations(raw)) if _YES_NO.match(question) else set()
         best: tuple[float, Source, str] | None = None
         for src in sources:
+            min_score, min_coverage = (
+                (cfg.fallback_min_score - 0.2, cfg.fallback_min_coverage / 2)
+                if src.n in pointed
+                else (cfg.fallback_min_score, cfg.fallback_min_coverage)
+            )
             for sent in src.sentences:
                 coverage = len(q_words & content_words(sent.text + " " + src.title)) / len(q_words) if q_words else 0.0
-                if sent.score < cfg.fallback_min_score or coverage < cfg.fallback_min_coverage:
+                if sent.score < min_score or coverage < min_coverage:
                     continue
                 if wants_number and not numbers_in(sent.text):
                     continue
