@@ -1,8 +1,10 @@
-"""The pipeline behind ``ask()``: retrieve -> select evidence -> generate (streaming) -> verify.
+"""The pipeline behind ``ask()``: retrieve -> select evidence -> generate (streaming) -> verify
+-> decide -> compose, each stage a method of ``Answerer`` with typed input and output.
 
-The system, not the model, decides what is trusted: refusal happens when retrieval finds
-nothing relevant (before the model runs), when the model says the sources do not answer and
-nothing else it wrote is supported, or when no sentence survives verification.
+The system, not the model, decides what is trusted: ``rag.refusal.RefusalPolicy`` is the one
+place that refuses (nothing relevant retrieved, the model says the sources do not answer, no
+sentence survives verification, a name the question asks about is absent), and the answer's form
+(which paper, list, compare, fact; ``rag.forms``) is rendered by the system, not left to the model.
 """
 
 from __future__ import annotations
