@@ -30,7 +30,7 @@ from rag.forms import name_noun_citations, question_form, short_title
 from rag.llm import Generator, load_generator
 from rag.models import Embedder, load_embedder
 from rag.prompts import CANNOT_ANSWER, REWRITE_SYSTEM, REWRITE_TEMPLATE, answer_messages
-from rag.refusal import ANSWER, NOTHING_VERIFIED, Decision, RefusalPolicy
+from rag.refusal import NOTHING_VERIFIED, Decision, RefusalPolicy
 from rag.retrieve import Retriever
 from rag.store import RagIndex, open_index
 from rag.types import Answer, AnswerSentence, Citation, RetrievedPaper, Source
@@ -294,6 +294,11 @@ class Answerer:
         yield EvidenceEvent(standalone, retrieval.retrieved, sources, dict(timings))
 
         if form == "list":  # one quoted line per relevant paper: verified by construction, no model
+            decision = policy.for_list(retrieval.retrieved, sorted(self.topic_words(standalone)))
+            if decision.refused:
+                timings["total"] = time.perf_counter() - start
+                yield AnswerEvent(self._refusal(base, "", decision, timings, ()))
+                return
             answer = self.compose_list(base, sources, timings, start)
             yield AnswerEvent(answer)
             return
@@ -313,10 +318,14 @@ class Answerer:
         t = time.perf_counter()
         verified = self.verify(standalone, raw, sources, form, cfg)
         timings["verify"] = time.perf_counter() - t
+        # A comparison names both compared papers (compose adds the one the model left out).
+        named = {c.paper_id for c in verified.citations} | (
+            {s.paper_id for s in sources[:2]} if form == "compare" else set()
+        )
         decision = policy.after_verification(
             standalone,
             verified.sentences,
-            verified.citations,
+            named,
             self.index.papers,
             said_cannot_answer=verified.said_cannot_answer,
             raw_text=raw,
@@ -324,9 +333,17 @@ class Answerer:
         timings["total"] = time.perf_counter() - start
         if decision.refused and decision.code == NOTHING_VERIFIED and cfg.extractive_fallback:
             quote = self.extractive_fallback(standalone, sources, cfg, raw)
-            if quote is not None:  # one abstract sentence answers it: show that, quoted
-                verified = quote
-                decision = ANSWER
+            if quote is not None:  # one abstract sentence answers it: show that, quoted, if the policy agrees
+                quoted = policy.after_verification(
+                    standalone,
+                    quote.sentences,
+                    {c.paper_id for c in quote.citations},
+                    self.index.papers,
+                    said_cannot_answer=False,
+                    raw_text=raw,
+                )
+                if not quoted.refused:
+                    verified, decision = quote, quoted
         if decision.refused:
             yield AnswerEvent(
                 self._refusal({**base, **extra}, raw, decision, timings, verified.sentences, verified.invalid_citations)
@@ -368,16 +385,18 @@ class Answerer:
         floor = max(cfg.list_min_relevance, top - cfg.list_margin)
         kept = [r for r in retrieved if r.dense_score >= floor]
         topic = self.topic_words(question)
-        if topic:
+        if topic:  # a listed paper must use at least half of the question's topic words (one, for one or two)
             papers = self.index.papers
-            on_topic = [
-                r for r in kept if topic & content_words(f"{papers[r.paper_id].title} {papers[r.paper_id].abstract}")
+            need = max(1, len(topic) // 2)
+            kept = [
+                r
+                for r in kept
+                if len(topic & content_words(f"{papers[r.paper_id].title} {papers[r.paper_id].abstract}")) >= need
             ]
-            kept = on_topic or kept
-        return tuple(kept) or tuple(retrieved[:1])
+        return tuple(kept)
 
     def topic_words(self, question: str) -> set[str]:
-        """The question's content words that at most 10% of the papers use."""
+        """The question's content words that at most 10% of the papers use (none, for an absent topic)."""
         with self._lock:
             if self._df is None:
                 df: dict[str, int] = {}
@@ -386,7 +405,7 @@ class Answerer:
                         df[w] = df.get(w, 0) + 1
                 self._df = df
         limit = 0.1 * len(self.index.papers)
-        return {w for w in content_words(question) - _NOT_TOPIC if 0 < self._df.get(w, 0) <= limit}
+        return {w for w in content_words(question) - _NOT_TOPIC if self._df.get(w, 0) <= limit}
 
     def select(self, retrieval: Retrieval, form: str, cfg: RagConfig) -> tuple[Source, ...]:
         """The numbered sources and the sentences of each that the model reads."""
