@@ -1,8 +1,10 @@
-"""The pipeline behind ``ask()``: retrieve -> select evidence -> generate (streaming) -> verify.
+"""The pipeline behind ``ask()``: retrieve -> select evidence -> generate (streaming) -> verify
+-> decide -> compose, each stage a method of ``Answerer`` with typed input and output.
 
-The system, not the model, decides what is trusted: refusal happens when retrieval finds
-nothing relevant (before the model runs), when the model says the sources do not answer and
-nothing else it wrote is supported, or when no sentence survives verification.
+The system, not the model, decides what is trusted: ``rag.refusal.RefusalPolicy`` is the one
+place that refuses (nothing relevant retrieved, the model says the sources do not answer, no
+sentence survives verification, a name the question asks about is absent), and the answer's form
+(which paper, list, compare, fact; ``rag.forms``) is rendered by the system, not left to the model.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from rag.forms import name_noun_citations, question_form, short_title
 from rag.llm import Generator, load_generator
 from rag.models import Embedder, load_embedder
 from rag.prompts import CANNOT_ANSWER, REWRITE_SYSTEM, REWRITE_TEMPLATE, answer_messages
-from rag.refusal import ANSWER, NOTHING_VERIFIED, Decision, RefusalPolicy
+from rag.refusal import NOTHING_VERIFIED, Decision, RefusalPolicy
 from rag.retrieve import Retriever
 from rag.store import RagIndex, open_index
 from rag.types import Answer, AnswerSentence, Citation, RetrievedPaper, Source
@@ -75,6 +77,9 @@ _WANTS_NUMBER = re.compile(
 
 # Words of list questions that name the collection, not the topic.
 _NOT_TOPIC = frozenset(content_words("collection corpus find findings papers works studies"))
+
+
+_YES_NO = re.compile(r"^\s*(do|does|did|can|could|is|are|was|were|has|have|will|would|should)\b", re.IGNORECASE)
 
 
 def renumbered(
@@ -289,6 +294,11 @@ class Answerer:
         yield EvidenceEvent(standalone, retrieval.retrieved, sources, dict(timings))
 
         if form == "list":  # one quoted line per relevant paper: verified by construction, no model
+            decision = policy.for_list(retrieval.retrieved, sorted(self.topic_words(standalone)))
+            if decision.refused:
+                timings["total"] = time.perf_counter() - start
+                yield AnswerEvent(self._refusal(base, "", decision, timings, ()))
+                return
             answer = self.compose_list(base, sources, timings, start)
             yield AnswerEvent(answer)
             return
@@ -308,20 +318,32 @@ class Answerer:
         t = time.perf_counter()
         verified = self.verify(standalone, raw, sources, form, cfg)
         timings["verify"] = time.perf_counter() - t
+        # A comparison names both compared papers (compose adds the one the model left out).
+        named = {c.paper_id for c in verified.citations} | (
+            {s.paper_id for s in sources[:2]} if form == "compare" else set()
+        )
         decision = policy.after_verification(
             standalone,
             verified.sentences,
-            verified.citations,
+            named,
             self.index.papers,
             said_cannot_answer=verified.said_cannot_answer,
             raw_text=raw,
         )
         timings["total"] = time.perf_counter() - start
         if decision.refused and decision.code == NOTHING_VERIFIED and cfg.extractive_fallback:
-            quote = self.extractive_fallback(standalone, sources, cfg)
-            if quote is not None:  # one abstract sentence answers it: show that, quoted
-                verified = quote
-                decision = ANSWER
+            quote = self.extractive_fallback(standalone, sources, cfg, raw)
+            if quote is not None:  # one abstract sentence answers it: show that, quoted, if the policy agrees
+                quoted = policy.after_verification(
+                    standalone,
+                    quote.sentences,
+                    {c.paper_id for c in quote.citations},
+                    self.index.papers,
+                    said_cannot_answer=False,
+                    raw_text=raw,
+                )
+                if not quoted.refused:
+                    verified, decision = quote, quoted
         if decision.refused:
             yield AnswerEvent(
                 self._refusal({**base, **extra}, raw, decision, timings, verified.sentences, verified.invalid_citations)
@@ -363,16 +385,18 @@ class Answerer:
         floor = max(cfg.list_min_relevance, top - cfg.list_margin)
         kept = [r for r in retrieved if r.dense_score >= floor]
         topic = self.topic_words(question)
-        if topic:
+        if topic:  # a listed paper must use at least half of the question's topic words (one, for one or two)
             papers = self.index.papers
-            on_topic = [
-                r for r in kept if topic & content_words(f"{papers[r.paper_id].title} {papers[r.paper_id].abstract}")
+            need = max(1, len(topic) // 2)
+            kept = [
+                r
+                for r in kept
+                if len(topic & content_words(f"{papers[r.paper_id].title} {papers[r.paper_id].abstract}")) >= need
             ]
-            kept = on_topic or kept
-        return tuple(kept) or tuple(retrieved[:1])
+        return tuple(kept)
 
     def topic_words(self, question: str) -> set[str]:
-        """The question's content words that at most 10% of the papers use."""
+        """The question's content words that at most 10% of the papers use (none, for an absent topic)."""
         with self._lock:
             if self._df is None:
                 df: dict[str, int] = {}
@@ -381,7 +405,7 @@ class Answerer:
                         df[w] = df.get(w, 0) + 1
                 self._df = df
         limit = 0.1 * len(self.index.papers)
-        return {w for w in content_words(question) - _NOT_TOPIC if 0 < self._df.get(w, 0) <= limit}
+        return {w for w in content_words(question) - _NOT_TOPIC if self._df.get(w, 0) <= limit}
 
     def select(self, retrieval: Retrieval, form: str, cfg: RagConfig) -> tuple[Source, ...]:
         """The numbered sources and the sentences of each that the model reads."""
@@ -482,17 +506,28 @@ class Answerer:
                     sentences.insert(0, AnswerSentence(body, (cited.n,), True, shown=shown, verdict="system"))
         return tuple(sentences), tuple(citations)
 
-    def extractive_fallback(self, question: str, sources: Sequence[Source], cfg: RagConfig) -> Verified | None:
+    def extractive_fallback(
+        self, question: str, sources: Sequence[Source], cfg: RagConfig, raw: str = ""
+    ) -> Verified | None:
         """When nothing the model wrote holds up but one evidence sentence clearly answers the
         question (close to it, most of its content words there, a number where it asks for one),
-        that sentence quoted with its citation. None otherwise (the question stays refused)."""
+        that sentence quoted with its citation. A yes/no question whose answer only restated it
+        while pointing at a paper ("Yes, ... This is shown in [3].") gets that paper's sentence
+        closest to the question (the model's pointer is the evidence of relevance; a question
+        asking for a detail gets no such help). None otherwise (the question stays refused)."""
         q_words = content_words(question)
         wants_number = bool(_WANTS_NUMBER.search(question))
+        pointed = set(find_citations(raw)) if _YES_NO.match(question) else set()
         best: tuple[float, Source, str] | None = None
         for src in sources:
+            min_score, min_coverage = (
+                (cfg.fallback_min_score - 0.2, cfg.fallback_min_coverage / 2)
+                if src.n in pointed
+                else (cfg.fallback_min_score, cfg.fallback_min_coverage)
+            )
             for sent in src.sentences:
                 coverage = len(q_words & content_words(sent.text + " " + src.title)) / len(q_words) if q_words else 0.0
-                if sent.score < cfg.fallback_min_score or coverage < cfg.fallback_min_coverage:
+                if sent.score < min_score or coverage < min_coverage:
                     continue
                 if wants_number and not numbers_in(sent.text):
                     continue

@@ -8,11 +8,11 @@ after verification (did anything the model wrote hold up, and does it speak of w
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rag.types import AnswerSentence, Citation, Paper, RetrievedPaper
+from rag.types import AnswerSentence, Paper, RetrievedPaper
 from rag.verify import evidence_tokens, name_found, names_in, norm_name
 
 # Reason codes, stable for programs (the UI, the API, the eval).
@@ -55,11 +55,19 @@ class RefusalPolicy:
             )
         return ANSWER
 
+    def for_list(self, listed: Sequence[RetrievedPaper], topic_words: Sequence[str]) -> Decision:
+        """A list question is refused when no paper of the collection is on its topic (close to
+        the question and using its rare topic words)."""
+        if listed:
+            return ANSWER
+        about = f" about {', '.join(topic_words)}" if topic_words else ""
+        return Decision(True, NO_RELEVANT_PAPER, f"no paper in the collection is close to the question{about}")
+
     def after_verification(
         self,
         question: str,
         sentences: Sequence[AnswerSentence],
-        citations: Sequence[Citation],
+        cited: Collection[str],
         papers: Mapping[str, Paper],
         *,
         said_cannot_answer: bool,
@@ -76,7 +84,7 @@ class RefusalPolicy:
                 )
             return Decision(True, NOTHING_VERIFIED, "no sentence of the answer is supported by the sources")
         if self.require_question_names:
-            absent = absent_question_names(question, citations, papers)
+            absent = absent_question_names(question, cited, papers)
             if absent:
                 return Decision(
                     True,
@@ -89,13 +97,14 @@ class RefusalPolicy:
 _SPLIT_NAME = re.compile(r"[-/]")
 
 
-def absent_question_names(question: str, citations: Sequence[Citation], papers: Mapping[str, Paper]) -> list[str]:
+def absent_question_names(question: str, cited: Collection[str], papers: Mapping[str, Paper]) -> list[str]:
     """Names in the question (acronyms, CamelCase, capitalised or letter-digit words) that no cited
-    paper's title or abstract mentions, as the question writes them. An acronym is found when its
-    expansion is written ("ML": "machine learning"); a hyphenated name when its parts are."""
-    if not citations:
+    paper (``cited``: paper ids) mentions in its title or abstract, as the question writes them. An
+    acronym is found when its expansion is written ("ML": "machine learning"); a hyphenated name
+    when its parts are."""
+    if not cited:
         return []
-    tokens = evidence_tokens(" ".join(f"{papers[c.paper_id].title} {papers[c.paper_id].abstract}" for c in citations))
+    tokens = evidence_tokens(" ".join(f"{papers[pid].title} {papers[pid].abstract}" for pid in cited))
     absent: set[str] = set()
     for name in names_in(question):
         if name_found(name, tokens):

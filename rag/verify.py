@@ -43,7 +43,8 @@ _META_WORDS = frozenset(
     stem(w)
     for w in "yes no described describes discussed discusses presented presents introduced introduces addressed "
     "addresses mentioned mentions explored explores covered covers provided provides shown collection source "
-    "sources article articles research researchers authors".split()
+    "sources article articles research researchers authors demonstrated demonstrates demonstrate achieved "
+    "achieves achieve accomplished explained explains studied investigated examined reported reports".split()
 )
 # A claim close to an evidence sentence must still have this share of its new words there.
 MIN_COVERAGE = 0.34

@@ -130,7 +130,7 @@ def test_acronyms_resolve_against_their_expansion() -> None:
     papers = {
         "p": Paper("p", "Machine Learning for Owls", "We apply machine learning to large language models of owls.")
     }
-    cites = [Citation(1, "p", "Machine Learning for Owls", (), (), 1.0)]
+    cites = {"p"}
     assert absent_question_names("Which ML method handles LLMs for owls?", cites, papers) == []
     assert absent_question_names("Does GraphGPT detect owls?", cites, papers) == ["GraphGPT"]
     assert absent_question_names("Is machine-learning used?", cites, papers) == []
@@ -142,7 +142,7 @@ def test_one_refusal_policy_with_named_reasons() -> None:
     assert policy.before_generation(far).code == NO_RELEVANT_PAPER
     assert not policy.before_generation([RetrievedPaper("p", "T", 1.0, 0.5)]).refused
     papers = {"p": Paper("p", "Tiny Owls", "Owls at night.")}
-    cites = [Citation(1, "p", "Tiny Owls", (), (), 1.0)]
+    cites = {"p"}
     ok = AnswerSentence("Owls fly at night.", (1,), True, verdict="supported")
     echo = AnswerSentence("Owls are described.", (), False, verdict="no-answer")
 
@@ -153,6 +153,7 @@ def test_one_refusal_policy_with_named_reasons() -> None:
     assert decide("When do owls fly?", [echo]) == NOTHING_VERIFIED
     assert decide("When do owls fly?", [echo], said=True) == MODEL_SAYS_NOT_ANSWERED
     assert decide("When does GraphGPT fly?", [ok]) == QUESTION_NAME_ABSENT
+    assert policy.for_list([], ["owl"]).code == NO_RELEVANT_PAPER and not policy.for_list(far, []).refused
 
 
 def test_which_paper_answers_name_the_paper(fake_index) -> None:  # type: ignore[no-untyped-def]
@@ -199,3 +200,12 @@ def test_compare_answers_name_each_compared_paper(fake_index) -> None:  # type: 
     for sentence in ans.sentences:
         assert all(1 <= n <= len(ans.citations) for n in sentence.citations)
     assert ans.text.count("[1]") >= 1 and ans.text.count("[2]") >= 1
+
+
+def test_list_questions_about_an_absent_topic_are_refused(fake_index) -> None:  # type: ignore[no-untyped-def]
+    a = Answerer(
+        {**CONFIG, "list_min_relevance": -1.0, "list_margin": 1.0}, index=fake_index, generator=FakeGenerator("x")
+    )
+    ans = a.ask("Which papers in the collection forecast hurricanes with barometric satellites?")
+    assert ans.refused and ans.refusal_code == NO_RELEVANT_PAPER and ans.form == "list"
+    assert not a.ask("Which papers in the collection detect owls with thermal cameras?").refused
