@@ -214,7 +214,14 @@ def test_queued_event_says_how_many_are_ahead(answerer: Answerer) -> None:
     app = create_app(answerer.config, lambda model: answerer, chat=False, host=None, queue=queue)
     with TestClient(app) as client:
         holder = queue.enter()
-        threading.Timer(0.3, holder.release).start()
+
+        def release_once_the_request_waits() -> None:  # not a fixed delay: a loaded machine is slow
+            deadline = time.monotonic() + 30
+            while queue.waiting < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            holder.release()
+
+        threading.Thread(target=release_once_the_request_waits, daemon=True).start()
         with client.stream("POST", "/api/ask/stream", json={"question": OWL_Q}) as r:
             r.read()
     events = read_events(r)

@@ -71,8 +71,8 @@ def test_reference_text_and_link() -> None:
 
 def make_answer() -> Answer:
     retrieved = (
-        RetrievedPaper("etn", ETN.title, 0.03, 0.7, sources=("refs.bib",)),
-        RetrievedPaper("bare", BARE.title, 0.02, 0.5, sources=("listing.txt",)),
+        RetrievedPaper("etn", ETN.title, 0.03, 0.7, files=("refs.bib",)),
+        RetrievedPaper("bare", BARE.title, 0.02, 0.5, files=("listing.txt",)),
     )
     return Answer(
         question="q",
@@ -170,7 +170,7 @@ def test_filters_restrict_both_retrievers_before_fusion(ref_index) -> None:  # t
     by_tai = retriever.search(query, 5, filters={"author": "Tai"})
     assert [h.title for h in by_tai] == ["Equivariant Transformer Networks"]
     ris = retriever.search(query, 10, filters={"source": "*.ris"})
-    assert ris and all("refs.ris" in h.sources for h in ris)
+    assert ris and all("refs.ris" in h.files for h in ris)
     with pytest.raises(
         FilterError, match=r"no paper in the index matches author 'Hinton' \(\d+ papers: \d+ with a year"
     ):
