@@ -50,7 +50,8 @@ def test_default_model_cites_the_right_paper(
     assert answer.citations and answer.citations[0].title == title
     assert must_include in answer.text
     assert all(s.supported for s in answer.sentences if s.citations)
-    assert answer.prompt_tokens <= 500 and answer.invalid_citations == 0
+    # 480 tokens of evidence (the first paper whole) + the fixed instructions and the question.
+    assert answer.prompt_tokens <= 750 and answer.invalid_citations == 0
 
 
 def test_question_outside_the_collection_is_refused(default_answerer: Answerer) -> None:
