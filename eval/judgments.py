@@ -163,13 +163,17 @@ def join(records: Iterable[Mapping[str, Any]], pool: Mapping[tuple[str, str, str
 def judged_metrics(verdicts: Sequence[SentenceVerdict]) -> dict[str, Any]:
     """Judged faithfulness, coverage, sentence-level citation precision and the error classes."""
     judged = [v for v in verdicts if v.judged]
-    pairs = [label for v in judged if not v.uncited for label in v.labels]
+    cited = [v for v in judged if not v.uncited]
+    pairs = [label for v in cited for label in v.labels]
     counts = {label: sum(v.label == label for v in judged) for label in (*LABELS, "uncited")}
     return {
         "presented_sentences": len(verdicts),
         "judged_sentences": len(judged),
         "judged_coverage": len(judged) / len(verdicts) if verdicts else None,
-        "judged_faithfulness": sum(v.supported for v in judged) / len(judged) if judged else None,
+        # Over the sentences that cite a paper; a sentence that cites none is counted apart
+        # (judged_uncited), and the strict share below counts it as unsupported.
+        "judged_faithfulness": sum(v.supported for v in cited) / len(cited) if cited else None,
+        "judged_faithfulness_strict": sum(v.supported for v in judged) / len(judged) if judged else None,
         "sentence_citation_precision": sum(label == "supported" for label in pairs) / len(pairs) if pairs else None,
         **{f"judged_{label.replace('-', '_')}": n for label, n in counts.items()},
     }

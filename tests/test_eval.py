@@ -344,7 +344,8 @@ def test_judged_metrics_by_hand(tmp_path: Path) -> None:
     out = judged_metrics(join(records, pool))
     assert out["presented_sentences"] == 5 and out["judged_sentences"] == 4
     assert out["judged_coverage"] == pytest.approx(4 / 5)
-    assert out["judged_faithfulness"] == pytest.approx(1 / 4)  # only "A is B" holds up
+    assert out["judged_faithfulness"] == pytest.approx(1 / 3)  # of the cited ones, only "A is B" holds up
+    assert out["judged_faithfulness_strict"] == pytest.approx(1 / 4)  # the uncited one counts against it
     assert out["sentence_citation_precision"] == pytest.approx(2 / 4)
     assert out["judged_no_answer"] == 1 and out["judged_unsupported"] == 1 and out["judged_uncited"] == 1
 
