@@ -235,7 +235,11 @@ def test_instructions_inside_an_abstract_stay_data(small_corpus: Path, tmp_path:
     # A model that says "42" anyway (an injection the screen missed, or its own idea) is not
     # backed by the evidence, even counting the whole abstract.
     obeying = Answerer({**CONFIG, "top_k": 4}, index=opened, generator=FakeGenerator("The answer is 42 [1]."))
-    assert obeying.ask(OWL_Q).refused
+    obeyed = obeying.ask(OWL_Q)
+    # Refused, or answered by quoting the abstract sentence that holds the real answer; never "42".
+    assert "42" not in obeyed.text
+    assert obeyed.refused or all(s.verdict == "quote" for s in obeyed.sentences)
+    assert obeying.ask(OWL_Q, extractive_fallback=False).refused
 
 
 # -- index faults -------------------------------------------------------------------------------
