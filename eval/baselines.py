@@ -16,7 +16,7 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rag.citations import find_citations, split_answer
@@ -98,23 +98,29 @@ def trusted_answer(
     )
 
 
+def _drain(pieces: Iterable[str], start: float, timings: dict[str, float]) -> tuple[str, int]:
+    """Read a stream of text pieces, recording first-token time and tokens/s; (text, pieces)."""
+    out: list[str] = []
+    first: float | None = None
+    for piece in pieces:
+        if first is None:
+            first = time.perf_counter()
+            timings["first_token"] = first - start
+        out.append(piece)
+    end = time.perf_counter()
+    if first is not None and end > first and len(out) > 1:
+        timings["tokens_per_s"] = (len(out) - 1) / (end - first)
+    return "".join(out).strip(), len(out)
+
+
 def _generate(
     generator: Generator, messages: list[Message], max_tokens: int, start: float, timings: dict[str, float]
 ) -> tuple[str, int]:
-    pieces: list[str] = []
     t = time.perf_counter()
-    first: float | None = None
     with contextlib.closing(generator.stream(messages, max_tokens=max_tokens)) as stream:  # type: ignore[type-var]
-        for piece in stream:
-            if first is None:
-                first = time.perf_counter()
-                timings["first_token"] = first - start
-            pieces.append(piece)
-    end = time.perf_counter()
-    timings["generate"] = end - t
-    if first is not None and end > first and len(pieces) > 1:
-        timings["tokens_per_s"] = (len(pieces) - 1) / (end - first)
-    return "".join(pieces).strip(), len(pieces)
+        text, n = _drain(stream, start, timings)
+    timings["generate"] = time.perf_counter() - t
+    return text, n
 
 
 class NaivePipeline:
@@ -229,18 +235,8 @@ class CitationEnginePipeline:
             self.llm._prompts.clear()
             response = self.engine.query(question)
             timings["to_evidence"] = time.perf_counter() - start
-            pieces: list[str] = []
-            first: float | None = None
-            for delta in response.response_gen:
-                if first is None:
-                    first = time.perf_counter()
-                    timings["first_token"] = first - start
-                pieces.append(delta)
-            end = time.perf_counter()
-            timings["total"] = end - start
-            if first is not None and end > first and len(pieces) > 1:
-                timings["tokens_per_s"] = (len(pieces) - 1) / (end - first)
-            raw = "".join(pieces).strip()
+            raw, completion = _drain(response.response_gen, start, timings)
+            timings["total"] = time.perf_counter() - start
             sources = self._sources(response.source_nodes)
             retrieved = self._retrieved(response.source_nodes)
             prompts = list(self.llm._prompts)
@@ -253,7 +249,7 @@ class CitationEnginePipeline:
             model=self.generator.name,
             timings=timings,
             prompt_tokens=prompt_tokens,
-            completion_tokens=len(pieces),
+            completion_tokens=completion,
         )
 
     def _sources(self, nodes: Sequence[Any]) -> list[Source]:
