@@ -10,6 +10,7 @@ sentence survives verification, a name the question asks about is absent), and t
 from __future__ import annotations
 
 import contextlib
+import math
 import logging
 import re
 import threading
@@ -25,14 +26,15 @@ import numpy as np
 from rag.citations import find_citations, render_sentence, renumber, split_answer
 from rag.config import RagConfig, get_config
 from rag.errors import RagError
-from rag.evidence import CachedEmbedder, content_words, select_evidence
-from rag.forms import name_noun_citations, question_form, short_title
+from rag.evidence import CachedEmbedder, content_words, score_sentences, select_evidence
+from rag.forms import compare_aspect, list_topic, name_noun_citations, question_form, short_title
 from rag.llm import Generator, load_generator
 from rag.models import Embedder, load_embedder
 from rag.prompts import CANNOT_ANSWER, REWRITE_SYSTEM, REWRITE_TEMPLATE, answer_messages
 from rag.refusal import NOTHING_VERIFIED, Decision, RefusalPolicy
 from rag.retrieve import Retriever
 from rag.store import RagIndex, open_index
+from rag.text import sentence_spans
 from rag.types import Answer, AnswerSentence, Citation, RetrievedPaper, Source
 from rag.verify import Verified, Verifier, is_refusal, numbers_in
 
@@ -294,7 +296,7 @@ class Answerer:
         yield EvidenceEvent(standalone, retrieval.retrieved, sources, dict(timings))
 
         if form == "list":  # one quoted line per relevant paper: verified by construction, no model
-            decision = policy.for_list(retrieval.retrieved, sorted(self.topic_words(standalone)))
+            decision = policy.for_list(retrieval.retrieved, sorted(self.topic_words(list_topic(standalone))))
             if decision.refused:
                 timings["total"] = time.perf_counter() - start
                 yield AnswerEvent(self._refusal(base, "", decision, timings, ()))
@@ -320,7 +322,7 @@ class Answerer:
         timings["verify"] = time.perf_counter() - t
         # A comparison names both compared papers (compose adds the one the model left out).
         named = {c.paper_id for c in verified.citations} | (
-            {s.paper_id for s in sources[:2]} if form == "compare" else set()
+            {s.paper_id for s in self.compared(standalone, sources)} if form == "compare" else set()
         )
         decision = policy.after_verification(
             standalone,
@@ -344,12 +346,14 @@ class Answerer:
                 )
                 if not quoted.refused:
                     verified, decision = quote, quoted
+        if form == "compare":
+            decision = policy.for_comparison(decision, compared=len(sources[:2]))
         if decision.refused:
             yield AnswerEvent(
                 self._refusal({**base, **extra}, raw, decision, timings, verified.sentences, verified.invalid_citations)
             )
             return
-        sentences, citations = self.compose(form, verified, sources)
+        sentences, citations = self.compose(form, verified, sources, standalone)
         answer = Answer(
             **base,
             **extra,
@@ -367,7 +371,7 @@ class Answerer:
     def retrieve(self, question: str, form: str, cfg: RagConfig) -> Retrieval:
         """Papers for the question (more of them for a list question), and its embedding."""
         vector = self.index.query_vector(question)  # embedded once, for retrieval and evidence
-        k = max(cfg.top_k, cfg.list_max_papers) if form == "list" else cfg.top_k
+        k = max(cfg.top_k, cfg.list_candidates) if form == "list" else cfg.top_k
         retrieved = tuple(self.retriever.search(question, k, cfg.retrieval_mode, vector=vector))
         if form == "list":
             retrieved = self.list_papers(question, retrieved, cfg)
@@ -376,27 +380,43 @@ class Answerer:
     def list_papers(
         self, question: str, retrieved: Sequence[RetrievedPaper], cfg: RagConfig
     ) -> tuple[RetrievedPaper, ...]:
-        """The papers a list answer names: close to the question in absolute terms and relative to
-        the best one (a list question's papers are about one topic), and, when the question has
-        topic words that few papers use ("Siamese", "BERT"), mentioning one of them."""
+        """The papers a list answer names, best first.
+
+        A paper is about the question's topic when one of its sentences (or its title) is close to
+        the topic, in absolute terms and relative to the best paper (a list's papers share one
+        topic); and, unless it is nearly as close as the best, when it uses a fair share of the
+        topic's rare words (idf-weighted: "lottery", "quantization"), which tells apart papers that
+        merely share the field."""
         if not retrieved:
             return ()
-        top = max(r.dense_score for r in retrieved)
-        floor = max(cfg.list_min_relevance, top - cfg.list_margin)
-        kept = [r for r in retrieved if r.dense_score >= floor]
-        topic = self.topic_words(question)
-        if topic:  # a listed paper must use at least half of the question's topic words (one, for one or two)
-            papers = self.index.papers
-            need = max(1, len(topic) // 2)
-            kept = [
-                r
-                for r in kept
-                if len(topic & content_words(f"{papers[r.paper_id].title} {papers[r.paper_id].abstract}")) >= need
-            ]
-        return tuple(kept)
+        topic = list_topic(question)
+        vector = self.index.query_vector(topic)
+        papers = self.index.papers
+        relevance = []
+        for r in retrieved:
+            paper = papers[r.paper_id]
+            texts = [paper.title] + [paper.abstract[s:e] for s, e in sentence_spans(paper.abstract)]
+            relevance.append(float(np.max(self.sentence_embedder.embed(texts) @ vector)))
+        best = max(relevance)
+        floor = max(cfg.list_min_relevance, best - cfg.list_margin)
+        weights = self.topic_weights(topic)
+        total = sum(weights.values())
+        kept = []
+        for r, rel in zip(retrieved, relevance, strict=True):
+            if rel < floor:
+                continue
+            if total:  # the topic has rare words: the paper uses some, or a fair share unless nearly the best
+                used = content_words(f"{papers[r.paper_id].title} {papers[r.paper_id].abstract}")
+                covered = sum(w for word, w in weights.items() if word in used)
+                if not covered or (rel < best - cfg.list_strong_margin and covered < cfg.list_min_topic_coverage * total):
+                    continue
+            kept.append((rel, r))
+        kept.sort(key=lambda pair: -pair[0])
+        return tuple(r for _, r in kept[: cfg.list_max_papers])
 
-    def topic_words(self, question: str) -> set[str]:
-        """The question's content words that at most 10% of the papers use (none, for an absent topic)."""
+    def topic_weights(self, question: str) -> dict[str, float]:
+        """The question's rare content words (used by at most 10% of the papers; none for an absent
+        topic), each with its inverse document frequency."""
         with self._lock:
             if self._df is None:
                 df: dict[str, int] = {}
@@ -404,16 +424,28 @@ class Answerer:
                     for w in content_words(f"{paper.title} {paper.abstract}"):
                         df[w] = df.get(w, 0) + 1
                 self._df = df
-        limit = 0.1 * len(self.index.papers)
-        return {w for w in content_words(question) - _NOT_TOPIC if self._df.get(w, 0) <= limit}
+        n = len(self.index.papers)
+        return {
+            w: math.log(n / (1 + self._df.get(w, 0)))
+            for w in content_words(question) - _NOT_TOPIC
+            if self._df.get(w, 0) <= 0.1 * n
+        }
+
+    def topic_words(self, question: str) -> set[str]:
+        """The question's content words that at most 10% of the papers use (none, for an absent topic)."""
+        return set(self.topic_weights(question))
 
     def select(self, retrieval: Retrieval, form: str, cfg: RagConfig) -> tuple[Source, ...]:
         """The numbered sources and the sentences of each that the model reads."""
         whole_top = {"fact": cfg.evidence_whole_top, "which-paper": cfg.evidence_whole_top, "compare": 2}.get(form, 0)
+        question, vector = retrieval.question, retrieval.vector
+        if form == "list":  # each listed paper is quoted where it is closest to the topic
+            question = list_topic(question)
+            vector = self.index.query_vector(question)
         return tuple(
             select_evidence(
-                retrieval.question,
-                retrieval.vector,
+                question,
+                vector,
                 retrieval.retrieved,
                 self.index.papers,
                 self.sentence_embedder,
@@ -467,7 +499,7 @@ class Answerer:
         return RefusalPolicy(min_relevance=cfg.min_relevance, require_question_names=cfg.require_question_names)
 
     def compose(
-        self, form: str, verified: Verified, sources: Sequence[Source]
+        self, form: str, verified: Verified, sources: Sequence[Source], question: str = ""
     ) -> tuple[tuple[AnswerSentence, ...], tuple[Citation, ...]]:
         """The final sentences in the answer's form. A "which paper" answer starts by naming the
         paper its first verified sentence cites (taken from the citation, not from the model);
@@ -477,22 +509,8 @@ class Answerer:
         # stays in the refusal or the logs), unless nothing else is left.
         if any(s.supported for s in sentences):
             sentences = [s for s in sentences if s.verdict != "no-answer"]
-        if form == "compare":  # one quoted line for each compared paper the answer does not cite
-            cited = {c.paper_id for c in citations}
-            lines = []
-            for src in sources[:2]:
-                best = max(src.sentences, key=lambda e: e.score, default=None)
-                if src.paper_id in cited or best is None:
-                    continue
-                n = 100 + src.n  # renumbered below
-                body = f"\u201c{src.title}\u201d: {best.text}"
-                lines.append(AnswerSentence(body, (n,), True, verdict="quote"))
-                citations.append(
-                    Citation(n, src.paper_id, src.title, src.files, (best.text,), src.retrieval_score, src.n)
-                )
-            if lines:
-                sentences = lines + sentences
-                sentences, citations = renumbered(sentences, citations)
+        if form == "compare":
+            sentences, citations = self.compose_compare(question, sentences, citations, sources)
         if form == "which-paper":
             first = next((s for s in sentences if s.supported and s.citations), None)
             if first is not None:
@@ -505,6 +523,56 @@ class Answerer:
                     shown = render_sentence(body, (cited.n,))
                     sentences.insert(0, AnswerSentence(body, (cited.n,), True, shown=shown, verdict="system"))
         return tuple(sentences), tuple(citations)
+
+    def compose_compare(
+        self, question: str, sentences: list[AnswerSentence], citations: list[Citation], sources: Sequence[Source]
+    ) -> tuple[list[AnswerSentence], list[Citation]]:
+        """A comparison: one line per compared paper, naming it and quoting the two sentences of its
+        abstract closest to what the question compares, then the model's contrast. Only the
+        model's sentences that cite both papers and are supported are kept: a one-paper sentence
+        of a comparison too often gives one paper's detail to the other."""
+        compared = self.compared(question, sources)
+        ids = {src.paper_id for src in compared}
+        by_n = {c.n: c.paper_id for c in citations}
+        number = {src.paper_id: 100 + src.n for src in compared}  # renumbered below
+        contrast = [
+            replace(s, citations=tuple(number[by_n[n]] for n in s.citations))
+            for s in sentences
+            if s.supported and len(ids) == 2 and {by_n.get(n) for n in s.citations} == ids
+        ]
+        aspect = compare_aspect(question)
+        vector = self.index.query_vector(aspect)
+        lines: list[AnswerSentence] = []
+        quoted: list[Citation] = []
+        for src in compared:
+            abstract = self.index.papers[src.paper_id].abstract
+            texts = [abstract[a:b] for a, b in sentence_spans(abstract)]
+            if not texts:
+                continue
+            scores = score_sentences(aspect, vector, texts, self.sentence_embedder)
+            best = [texts[i] for i in sorted(np.argsort(-scores)[:2])]
+            body = f"\u201c{src.title}\u201d: " + " ".join(best)
+            lines.append(AnswerSentence(body, (number[src.paper_id],), True, verdict="quote"))
+            quoted.append(
+                Citation(number[src.paper_id], src.paper_id, src.title, src.files, tuple(best), src.retrieval_score, src.n)
+            )
+        return renumbered(lines + contrast, quoted)
+
+    def compared(self, question: str, sources: Sequence[Source]) -> list[Source]:
+        """The two papers a comparison is about: those the question names (most of a title's words,
+        or its short name, in the question), then the best retrieved."""
+        asked = content_words(question)
+
+        def named(src: Source) -> bool:
+            title = content_words(src.title)
+            short = short_title(src.title).strip("\u201c\u201d").lower()
+            return (len(short) > 2 and short in question.lower()) or (
+                bool(title) and len(title & asked) >= 0.6 * len(title)
+            )
+
+        first = [src for src in sources if named(src)]
+        rest = [src for src in sources if src not in first]
+        return (first + rest)[:2]
 
     def extractive_fallback(
         self, question: str, sources: Sequence[Source], cfg: RagConfig, raw: str = ""

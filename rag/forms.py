@@ -46,6 +46,34 @@ def question_form(question: str) -> str:
     return "fact"
 
 
+_LIST_LEAD = re.compile(
+    r"^\s*(which|what)\s+(other\s+)?(papers|works|studies|articles|publications)\s+(in\s+the\s+collection\s+)?"
+    r"|^\s*list\s+(the\s+|all\s+)?(papers|works)\s+(in\s+the\s+collection\s+)?",
+    re.IGNORECASE,
+)
+
+
+def list_topic(question: str) -> str:
+    """The topic of a list question: "Which papers in the collection study X?" -> "study X?"
+    (the lead says nothing about which papers are relevant; left in, it pulls in any paper)."""
+    topic = _LIST_LEAD.sub("", question, count=1).strip()
+    return topic or question
+
+
+_ASPECT = re.compile(
+    r"\b(?:differ|differs|difference|differences|compare|contrast)\s+(?:in|on|with respect to|in terms of|regarding)\s+(.+)",
+    re.IGNORECASE,
+)
+
+
+def compare_aspect(question: str) -> str:
+    """What a comparison asks about: "How do A and B differ in how they pick X?" -> "how they
+    pick X?" (the names of A and B would make every sentence that names them look relevant).
+    The whole question when it names no aspect."""
+    match = _ASPECT.search(question)
+    return match.group(1).strip() if match and len(match.group(1).split()) >= 2 else question
+
+
 def short_title(title: str) -> str:
     """A name for a paper in running text: the part before a colon when it is short (a method's
     name: "Hypencoder"), else the whole title in quotes."""

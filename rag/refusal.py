@@ -63,6 +63,14 @@ class RefusalPolicy:
         about = f" about {', '.join(topic_words)}" if topic_words else ""
         return Decision(True, NO_RELEVANT_PAPER, f"no paper in the collection is close to the question{about}")
 
+    def for_comparison(self, decision: Decision, compared: int) -> Decision:
+        """A comparison is answered by one quoted line per compared paper (checked by
+        construction), so the model's text not surviving the check does not refuse it when both
+        papers are there; any other reason stands."""
+        if decision.refused and decision.code == NOTHING_VERIFIED and compared >= 2:
+            return ANSWER
+        return decision
+
     def after_verification(
         self,
         question: str,
