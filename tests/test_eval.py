@@ -281,6 +281,28 @@ def test_bundled_test_split_is_complete_and_checked_against_the_abstracts() -> N
             assert all(contains_token(text, s) for s in item.must_include), item.id
 
 
+def test_second_held_out_split_is_checked_against_the_abstracts() -> None:
+    from eval.gold import load_split
+    from eval.metrics import contains_token
+    from index_build.corpus import read_corpus
+    from rag.config import BUNDLED_CORPUS
+
+    papers, _ = read_corpus([BUNDLED_CORPUS])
+    by_id = {p.paper_id: p for p in papers}
+    test2 = load_split("test2", by_id)
+    earlier = {i.id for s in ("dev", "test") for i in load_split(s, by_id)}
+    assert len(test2) >= 55 and not {i.id for i in test2} & earlier
+    counts: dict[str, int] = {}
+    for item in test2:
+        counts[item.type] = counts.get(item.type, 0) + 1
+    assert counts.get("list", 0) >= 5 and counts.get("compare", 0) >= 6 and counts.get("unanswerable", 0) >= 9
+    for item in test2:
+        assert all(
+            any(contains_token(by_id[g].title + " " + by_id[g].abstract, s) for g in item.gold_ids)
+            for s in item.must_include
+        ), item.id
+
+
 def judgment_line(qid: str, sentence: str, pid: str, label: str) -> str:
     return json.dumps({"question_id": qid, "sentence": sentence, "paper_id": pid, "label": label, "reason": "r"})
 

@@ -6,7 +6,7 @@ import pytest
 
 from rag.answer import Answerer
 from rag.evidence import CachedEmbedder
-from rag.forms import name_noun_citations, question_form, short_title
+from rag.forms import compare_aspect, list_topic, name_noun_citations, question_form, short_title
 from rag.llm import FakeGenerator
 from rag.models import HashEmbedder
 from rag.refusal import (
@@ -200,6 +200,34 @@ def test_compare_answers_name_each_compared_paper(fake_index) -> None:  # type: 
     for sentence in ans.sentences:
         assert all(1 <= n <= len(ans.citations) for n in sentence.citations)
     assert ans.text.count("[1]") >= 1 and ans.text.count("[2]") >= 1
+    # One line per compared paper, quoting its abstract; the model's one-paper sentence is not kept
+    # (in a comparison it too often gives one paper's detail to the other).
+    assert len(ans.sentences) == 2 and all(s.verdict == "quote" for s in ans.sentences)
+    for sentence, citation in zip(ans.sentences, ans.citations, strict=True):
+        abstract = fake_index.papers[citation.paper_id].abstract
+        assert sentence.text.startswith(f"\u201c{citation.title}\u201d: ")
+        assert all(quote in abstract for quote in citation.evidence) and len(citation.evidence) <= 2
+
+
+def test_list_topic_and_compare_aspect() -> None:
+    assert list_topic("Which papers in the collection study pruning?") == "study pruning?"
+    assert list_topic("What works address night-time detection?") == "address night-time detection?"
+    assert list_topic("List the papers on owls") == "on owls"
+    q = "How do IBN-Net and ByteCover differ in what their features are invariant to?"
+    assert compare_aspect(q) == "what their features are invariant to?"
+    assert compare_aspect("How do A and B differ?") == "How do A and B differ?"  # no aspect named
+
+
+def test_a_comparison_is_answered_by_its_quotes_when_the_model_text_fails() -> None:
+    policy = RefusalPolicy()
+    failed = policy.after_verification(
+        "How do A and B differ?", [], set(), {}, said_cannot_answer=False, raw_text="Nothing useful."
+    )
+    assert failed.refused and failed.code == NOTHING_VERIFIED
+    assert not policy.for_comparison(failed, compared=2).refused
+    assert policy.for_comparison(failed, compared=1) == failed  # one paper is no comparison
+    named = policy.for_list([], ["owl"])
+    assert policy.for_comparison(named, compared=2) == named  # other reasons stand
 
 
 def test_list_questions_about_an_absent_topic_are_refused(fake_index) -> None:  # type: ignore[no-untyped-def]
