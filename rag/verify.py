@@ -55,9 +55,19 @@ def is_refusal(sentence: str) -> bool:
     return bool(_REFUSAL.search(sentence))
 
 
+_LATEX_TIMES = re.compile(r"(\d)\s*(?:\\times|times|×)\s*(\d)")
+
+
+def plain(text: str) -> str:
+    """LaTeX leftovers of abstracts written as the claims write them: "75\\%" -> "75%",
+    "300\\times 300" / "300times 300" / "300×300" -> "300x300"."""
+    return _LATEX_TIMES.sub(r"\1x\2", text.replace("\\%", "%"))
+
+
 def numbers_in(text: str) -> set[float]:
     """Numbers written in ``text`` as values (1,000 -> 1000.0; 15% -> 15.0)."""
     out: set[float] = set()
+    text = plain(text)
     for m in _NUMBER.finditer(text):
         whole = m.group(1) or m.group(3)
         frac = m.group(2) or m.group(4)
@@ -75,10 +85,23 @@ _SCALE = frozenset(
 )
 
 
+# Units written short in abstracts and long in answers ("20 mins" / "20 minutes").
+_UNITS = {
+    "min": stem("minutes"),
+    "mins": stem("minutes"),
+    "sec": stem("seconds"),
+    "secs": stem("seconds"),
+    "hr": stem("hours"),
+    "hrs": stem("hours"),
+    "ms": stem("milliseconds"),
+}
+
+
 def number_contexts(text: str) -> dict[float, set[str]]:
     """For each number, the (stemmed) content words right after it: "2 billion parameters" ->
     {2.0: {"parameter"}}. Scale words (billion, %, times) are skipped over."""
     out: dict[float, set[str]] = {}
+    text = plain(text)
     for m in _NUMBER.finditer(text):
         values = numbers_in(m.group(0))
         if not values:
@@ -91,7 +114,7 @@ def number_contexts(text: str) -> dict[float, set[str]]:
                 if context:
                     break
                 continue
-            context.append(stem(w))
+            context.append(_UNITS.get(w.lower(), stem(w)))
             if len(context) == 2:
                 break
         for v in values:
@@ -129,15 +152,19 @@ def names_in(sentence: str) -> set[str]:
     return out
 
 
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|[-/]")
+
+
 def evidence_tokens(text: str) -> set[str]:
     """Normalised tokens of the evidence, their hyphen parts, and adjacent pairs joined
     (so 'ResNet-50', 'ResNet 50' and 'ResNet50' all match)."""
-    raw = [t.strip("\"'()[]{}.,;:!?“”‘’") for t in _TOKEN.findall(text)]
+    raw = [t.strip("\"'()[]{}.,;:!?“”‘’") for t in _TOKEN.findall(plain(text))]
     tokens: set[str] = set()
     norms = [norm_name(t) for t in raw]
     for t, n in zip(raw, norms, strict=True):
         tokens.add(n)
         tokens.update(norm_name(p) for p in re.split(r"[-/]", t))
+        tokens.update(norm_name(p) for p in _CAMEL.split(t))  # "MaskR-CNN" also backs "Mask"
     tokens.update(a + b for a, b in zip(norms, norms[1:], strict=False))
     # Acronyms of the phrases written out: "machine learning" backs "ML", "large language
     # models" backs "LLMs" (initials of 2-5 consecutive words, hyphen parts counted as words).
@@ -277,6 +304,7 @@ class Verifier:
         texts = [s.title for s in sources] + [sent.text for s in sources for sent in s.sentences]
         evidence = " ".join(texts)
         claim_numbers = numbers_in(claim)
+        claim_words = {w for w in content_words(claim) if not w[0].isdigit() and w not in _SCALE}
         missing = claim_numbers - numbers_in(evidence)
         # A number must also stand in the same context: "2 billion parameters" is not backed by
         # "a 2 billion example dataset". The context is the sentence holding the number plus its
@@ -288,8 +316,13 @@ class Verifier:
         for value, context in number_contexts(claim).items():
             if value in missing or not context:
                 continue
-            holders = [content_words(t) | content_words(title) for t, title in holders_of if value in numbers_in(t)]
-            if not any(context & words for words in holders):
+            holders = [(content_words(t), content_words(title)) for t, title in holders_of if value in numbers_in(t)]
+            # ... or the sentence holding it (without its title) says most of what the claim says,
+            # leaving the noun implicit ("train a ResNet-50 to 75% in 20 mins" backs "75%
+            # accuracy ... 20 minutes").
+            if not any(
+                context & (own | title) or len(claim_words & own) >= 0.5 * len(claim_words) for own, title in holders
+            ):
                 missing.add(value)
         missing_numbers = tuple(sorted(_fmt(x) for x in missing))
         tokens = evidence_tokens(evidence)

@@ -147,3 +147,45 @@ def test_extractors() -> None:
     assert names_in("WIT has 6 billion pairs for CLIP, ResNet-50 and Google.") == {"wit", "clip", "resnet50", "google"}
     assert names_in("The method works well.") == set()
     assert number_contexts("It has 2 billion parameters.") == {2.0: {"paramet"}}
+
+
+LATEX_SOURCES = [
+    source(
+        1,
+        "FFCV: Accelerating Training by Removing Data Bottlenecks",
+        "For example, we are able to train an ImageNet ResNet-50 model to 75\\% in only 20 mins on a single machine.",
+    ),
+    source(
+        2,
+        "SSD: Single Shot MultiBox Detector",
+        "For 300times 300 input, SSD achieves 72.1% mAP on VOC2007 test.",
+        "SpineNet-190 achieves 52.5% AP with a MaskR-CNN detector on COCO.",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        # "75\%" is 75%, "mins" are minutes, and the sentence holding 75 says most of the claim
+        # although it leaves "accuracy" implicit.
+        "Training an ImageNet ResNet-50 to 75% accuracy on a single machine takes 20 minutes [1].",
+        "SSD reaches 72.1% mAP on VOC2007 test with a 300x300 input [2].",  # LaTeX \times left as "times"
+        "SSD reaches 72.1% mAP on VOC2007 test with a 300×300 input [2].",
+    ],
+)
+def test_latex_leftovers_and_short_units_do_not_hide_support(verifier: Verifier, claim: str) -> None:
+    assert verifier.verify(claim, LATEX_SOURCES).sentences[0].supported
+
+
+def test_camel_case_parts_back_a_name() -> None:
+    from rag.verify import evidence_tokens, plain
+
+    assert {"mask", "maskrcnn", "cnn"} <= evidence_tokens("with a MaskR-CNN detector")
+    assert plain("75\\% at 300\\times 300") == "75% at 300x300"
+
+
+def test_a_number_from_a_sentence_about_something_else_stays_unsupported(verifier: Verifier) -> None:
+    # 20 is in [1], but neither its context nor most of the claim is in the sentence holding it.
+    v = verifier.verify("The FFCV data loader uses 20 worker processes per GPU [1].", LATEX_SOURCES)
+    assert not v.sentences[0].supported
