@@ -509,6 +509,16 @@ class Answerer:
         # stays in the refusal or the logs), unless nothing else is left.
         if any(s.supported for s in sentences):
             sentences = [s for s in sentences if s.verdict != "no-answer"]
+        # A small model repeats itself ("The authors propose ... 7,314 face sequences ..." twice):
+        # a sentence whose words an earlier one already holds (all but a fifth) is said once.
+        kept: list[AnswerSentence] = []
+        for s in sentences:
+            said = content_words(s.text)
+            if said and any(len(said - content_words(k.text)) <= 0.2 * len(said) for k in kept):
+                continue
+            kept.append(s)
+        if len(kept) < len(sentences):
+            sentences, citations = renumbered(kept, citations)
         if form == "compare":
             sentences, citations = self.compose_compare(question, sentences, citations, sources)
         if form == "which-paper":

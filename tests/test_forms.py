@@ -237,3 +237,11 @@ def test_list_questions_about_an_absent_topic_are_refused(fake_index) -> None:  
     ans = a.ask("Which papers in the collection forecast hurricanes with barometric satellites?")
     assert ans.refused and ans.refusal_code == NO_RELEVANT_PAPER and ans.form == "list"
     assert not a.ask("Which papers in the collection detect owls with thermal cameras?").refused
+
+
+def test_a_repeated_sentence_is_said_once(fake_index) -> None:  # type: ignore[no-untyped-def]
+    said = "OwlSet collects 12,000 thermal images of animals at night [1]."
+    reply = f"{said} {said} Tiny Owls collects 12,000 thermal images of animals at night [1]."
+    ans = Answerer(CONFIG, index=fake_index, generator=FakeGenerator(reply)).ask("How big is OwlSet?")
+    assert not ans.refused and len(ans.sentences) == 1
+    assert [c.n for c in ans.citations] == [1]
