@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from bench.llm_server import LlamaCppServer
 from rag.llm import FakeGenerator, Message
 
 
@@ -64,59 +65,5 @@ def serve_asgi(app: Any) -> tuple[str, Any]:
     return f"http://127.0.0.1:{port}/", stop
 
 
-class LlamaServer:
-    """``python -m llama_cpp.server`` (llama-cpp-python's OpenAI-compatible server) on a free
-    loopback port, serving one GGUF model under ``alias``; ``stop()`` ends it."""
-
-    def __init__(
-        self, model: str, alias: str, *, n_threads: int = 2, n_ctx: int = 2048, timeout_s: float = 120
-    ) -> None:
-        import os
-        import subprocess
-        import sys
-        import tempfile
-        import urllib.request
-
-        from rag.llm import resolve_model
-
-        _, path = resolve_model(model)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.alias = alias
-        self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)  # noqa: SIM115
-        cmd = [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(path), "--model_alias", alias,
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--n_threads", str(n_threads), "--n_threads_batch", str(n_threads), "--n_ctx", str(n_ctx),
-        ]  # fmt: skip
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.perf_counter() + timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited ({self.proc.returncode}); log: {self.log.name}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/models", timeout=2) as resp:  # noqa: S310 - loopback
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.perf_counter() > deadline:
-                self.stop()
-                raise RuntimeError(f"llama_cpp.server did not start in {timeout_s:.0f} s; log: {self.log.name}")
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        """End the server at once (SIGKILL), as a crash would."""
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except Exception:  # noqa: BLE001
-                self.proc.kill()
-                self.proc.wait(10)
+# ``python -m llama_cpp.server`` on a free loopback port (shared with the benchmark).
+LlamaServer = LlamaCppServer

@@ -107,6 +107,19 @@ def test_the_default_name_takes_the_servers_one_model(tiny_server: LlamaServer) 
     assert gen.model == TINY
 
 
+def test_api_key_is_sent_and_a_refusal_says_where_to_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = LlamaServer(TINY, TINY, n_threads=1, api_key="sk-test-key")
+    try:
+        messages = [{"role": "user", "content": "Say hello."}]
+        with pytest.raises(LLMServerError, match=r"refused the request \(HTTP 401.*RAG_LLM_API_KEY"):
+            list(OpenAIGenerator(server.url, TINY).stream(messages, max_tokens=2))
+        monkeypatch.setenv("RAG_LLM_API_KEY", "sk-test-key")
+        gen = load_generator(TINY, llm_url=server.url)
+        assert "".join(gen.stream(messages, max_tokens=4)).strip()
+    finally:
+        server.stop()
+
+
 def test_server_stopped_mid_answer_gives_a_verified_incomplete_answer(bundled_fake_index) -> None:  # type: ignore[no-untyped-def]
     server = LlamaServer(TINY, TINY, n_threads=1)
     try:
@@ -223,3 +236,22 @@ def test_a_failure_before_the_first_piece_is_an_error(fake_index) -> None:  # ty
     )
     with pytest.raises(LLMStreamError):
         qa.ask(next(iter(fake_index.papers.values())).title)
+
+
+@pytest.mark.slow
+def test_default_model_gives_the_same_answer_through_the_server(real_index) -> None:  # type: ignore[no-untyped-def]
+    """The 1.5B model: in process and through llama_cpp.server, the same verified answers."""
+    model = "qwen2.5-coder-1.5b"
+    server = LlamaServer(model, model, n_threads=2)
+    try:
+        cfg = {"index_dir": real_index.index_dir}
+        local = Answerer(cfg, index=real_index, generator=LlamaCppGenerator(model, n_threads=2))
+        remote = Answerer(cfg, index=real_index, generator=OpenAIGenerator(server.url, model))
+        for question in dev_questions(3):
+            a, b = local.ask(question), remote.ask(question)
+            assert a.raw_text and b.raw_text == a.raw_text, question
+            assert (b.text, b.refused) == (a.text, a.refused)
+            assert [c.paper_id for c in b.citations] == [c.paper_id for c in a.citations]
+            assert not b.incomplete and b.model == f"{model} via {server.url}"
+    finally:
+        server.stop()

@@ -213,7 +213,8 @@ def build_app(
     """
     get_answerer = factory or default_factory(config)
     line = queue or ModelQueue()
-    choices = models or list(dict.fromkeys([config.model, *KNOWN_MODELS]))
+    # Behind --llm-url the server decides which models exist: offer only the configured one.
+    choices = models or ([config.model] if config.llm_url else list(dict.fromkeys([config.model, *KNOWN_MODELS])))
     # analytics_enabled=False: nothing phones home (air-gapped machines, private questions).
     with gr.Blocks(title="abstract-rag", analytics_enabled=False) as demo:
         gr.Markdown(
