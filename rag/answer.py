@@ -317,6 +317,7 @@ class Answerer:
             yield TokenEvent(piece)
         timings.update(generation.timings)
         raw = generation.text
+        base["model"] = self._model_name()  # now loaded: a server's generator names its URL
         extra: dict[str, Any] = dict(
             sources=sources, prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens
         )

@@ -255,3 +255,22 @@ def test_default_model_gives_the_same_answer_through_the_server(real_index) -> N
             assert not b.incomplete and b.model == f"{model} via {server.url}"
     finally:
         server.stop()
+
+
+def test_api_answers_503_when_the_llm_server_is_down(fake_index) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from ui.server import create_app
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    qa = Answerer(
+        {"index_dir": fake_index.index_dir, "min_relevance": -1.0, "llm_url": url},
+        index=fake_index,
+        generator=OpenAIGenerator(url, TINY),
+    )
+    app = create_app(qa.config, lambda model: qa, chat=False, host=None)
+    with TestClient(app) as client:
+        response = client.post("/api/ask", json={"question": next(iter(fake_index.papers.values())).title})
+        assert response.status_code == 503
+        assert "language model server cannot answer" in response.json()["detail"]
+        assert "language model server" in client.get("/api/health").json()["model"]["status"]
