@@ -277,7 +277,8 @@ def markdown(res: dict[str, Any]) -> str:
 NOTE = (
     "llama_cpp.server runs one request at a time (a lock around its one model); with its default "
     "interrupt_requests=True a new request ends the one being streamed (its stream stops without a "
-    "finish reason; the answer is verified as far as it got and marked incomplete), so a shared server "
+    "finish reason: an answer cut after its first token is verified as far as it got and marked incomplete, "
+    "one cut before it is an error), so a shared server "
     "must run with --interrupt_requests False, and then requests queue. Parallel slots (llama-server "
     "--parallel N) were not measured: no llama-server binary on this machine."
 )
