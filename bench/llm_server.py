@@ -348,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.stop()
     res["seconds"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"llm-server-{res['date']}"
+    stem = f"llm-server-{res['date']}-{args.model.replace('/', '_')}"
     (args.out / f"{stem}.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     table = markdown(res)
     (args.out / f"{stem}.md").write_text(table + "\n", encoding="utf-8")
