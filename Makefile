@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Keep pip's cache (default location) so compiled wheels are built once per machine.
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: run ask test test-fast build eval bench bench-answering bench-load browser install install-test clean
+.PHONY: run ask test test-fast build eval bench bench-answering bench-llm-server bench-load browser install install-test clean
 
 QUESTION ?= How much do Equivariant Transformers improve the error rate of ResNet classifiers?
 
@@ -49,6 +49,11 @@ bench: install
 bench-answering: install
 	$(BIN)/rag build
 	$(BIN)/python -m bench.answering
+
+# Answering through a local llama_cpp.server vs in process, and concurrent clients (~10 min).
+bench-llm-server: install
+	$(BIN)/rag build
+	$(BIN)/python -m bench.llm_server
 
 # 8 chat clients against the app with the real model for 3 minutes, vs one client (~6 min).
 bench-load: install

@@ -25,7 +25,7 @@ from eval.report import (
     write_report,
 )
 from eval.runner import BUILTIN_CONFIGS, resolve_configs, run_config
-from rag.cli import add_index_argument, config_from_args
+from rag.cli import add_index_argument, add_llm_arguments, config_from_args
 from rag.config import RagConfig
 from rag.llm import KNOWN_MODELS, Generator
 from rag.models import Embedder, load_embedder
@@ -58,6 +58,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", type=Path, default=None, help="output directory (default: eval/reports/<date>)")
     p.add_argument("--retrieval-only", action="store_true", help="retrieval metrics only, no language model (seconds)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    add_llm_arguments(p)
     add_index_argument(p)
     p.set_defaults(func=run)
 
@@ -147,7 +148,10 @@ def evaluate(
             "config": result.rag_config.to_dict(),
             # The model that answered (a test may swap in a fake), and the file it was checked against.
             "model": next((r["model"] for r in result.records if r.get("model")), None),
-            "model_sha256": model_hash(result.rag_config.model) if not retrieval_only else None,
+            # A server's model file is not at hand to hash: None.
+            "model_sha256": model_hash(result.rag_config.model)
+            if not retrieval_only and not result.rag_config.llm_url
+            else None,
             "cache_key": result.key,
             "computed": result.computed,
             "cached": result.cached,
@@ -201,7 +205,7 @@ def summary_table(runs: dict[str, dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    base = config_from_args(args, index_dir="index")
+    base = config_from_args(args, index_dir="index", model="model", llm_url="llm_url")
     out = args.out or Path("eval") / "reports" / date.today().isoformat()
     result = evaluate(
         args.gold,

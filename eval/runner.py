@@ -277,7 +277,9 @@ def make_pipeline(
     verifier = answerer.verifier(cfg)
     if config.pipeline == "product":
         return answerer, verifier
-    generator = generator or load_generator(cfg.model, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads)
+    generator = generator or load_generator(
+        cfg.model, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, llm_url=cfg.llm_url, timeout=cfg.llm_timeout
+    )
     if config.pipeline == "naive":
         return NaivePipeline(cfg, index, generator), verifier
     return CitationEnginePipeline(cfg, index, generator), verifier

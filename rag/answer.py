@@ -25,10 +25,10 @@ import numpy as np
 
 from rag.citations import find_citations, render_sentence, renumber, split_answer
 from rag.config import RagConfig, get_config
-from rag.errors import RagError
+from rag.errors import LLMStreamError, RagError
 from rag.evidence import CachedEmbedder, content_words, score_sentences, select_evidence
 from rag.forms import compare_aspect, list_topic, name_noun_citations, question_form, short_title
-from rag.llm import Generator, load_generator
+from rag.llm import Generator, ReportsUsage, load_generator
 from rag.models import Embedder, load_embedder
 from rag.prompts import CANNOT_ANSWER, REWRITE_SYSTEM, REWRITE_TEMPLATE, answer_messages
 from rag.refusal import NOTHING_VERIFIED, Decision, RefusalPolicy
@@ -67,6 +67,8 @@ class Generation:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    # Why the reply stopped before the model finished it (the server's stream was cut), if it did.
+    cut_off: str | None = None
 
 
 # "How many ...", "what accuracy ...": a quote that answers it must hold a number.
@@ -219,7 +221,11 @@ class Answerer:
         with self._lock:
             if self._generator is None:
                 self._generator = load_generator(
-                    self.config.model, n_ctx=self.config.n_ctx, n_threads=self.config.n_threads
+                    self.config.model,
+                    n_ctx=self.config.n_ctx,
+                    n_threads=self.config.n_threads,
+                    llm_url=self.config.llm_url,
+                    timeout=self.config.llm_timeout,
                 )
             return self._generator
 
@@ -232,8 +238,11 @@ class Answerer:
 
     def warm_up(self) -> None:
         """Load everything a first question needs, so that it is as fast as the next ones: the
-        index, BM25, the embedder, the model, and llama.cpp's KV cache for the fixed system prompt
-        (one generated token; later prompts that start the same way reuse it)."""
+        index, BM25, the embedder, the model, and the model's KV cache for the fixed system prompt
+        (one generated token; later prompts that start the same way reuse it). With an LLM server
+        the same one-token request checks that it answers and serves the model (a clear error
+        now rather than at the first question) and warms the server's prompt cache (llama.cpp's
+        servers keep the last prompt of a slot; vLLM caches prefixes)."""
         self.retriever.search("warm-up", 1)
         self.sentence_embedder.embed(["warm-up"])
         messages = answer_messages("warm-up", ())
@@ -310,9 +319,17 @@ class Answerer:
             yield TokenEvent(piece)
         timings.update(generation.timings)
         raw = generation.text
-        extra = dict(
+        base["model"] = self._model_name()  # now loaded: a server's generator names its URL
+        extra: dict[str, Any] = dict(
             sources=sources, prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens
         )
+        if generation.cut_off is not None:  # verified as far as it got, and never shown as complete
+            extra["incomplete"] = True
+            base["warnings"] = (
+                *base["warnings"],
+                f"the answer is incomplete: {generation.cut_off}; what the model wrote before that is "
+                "verified as usual",
+            )
         if not cfg.verify:
             yield AnswerEvent(self._unverified({**base, **extra}, raw, sources, timings, start))
             return
@@ -466,21 +483,27 @@ class Answerer:
         t = time.perf_counter()
         pieces: list[str] = []
         first: float | None = None
-        with contextlib.closing(generator.stream(messages, max_tokens=cfg.max_answer_tokens)) as stream:  # type: ignore[type-var]
-            for piece in stream:
-                if first is None:
-                    first = time.perf_counter()
-                    out.timings["first_token"] = first - start
-                pieces.append(piece)
-                so_far = "".join(pieces)
-                echo = _ECHO.search(so_far)
-                if echo:
-                    pieces = [so_far[: echo.start()]]
-                    break
-                yield piece
-                if repeats_itself(so_far):
-                    logger.info("stopped a repeating answer")
-                    break
+        try:
+            with contextlib.closing(generator.stream(messages, max_tokens=cfg.max_answer_tokens)) as stream:  # type: ignore[type-var]
+                for piece in stream:
+                    if first is None:
+                        first = time.perf_counter()
+                        out.timings["first_token"] = first - start
+                    pieces.append(piece)
+                    so_far = "".join(pieces)
+                    echo = _ECHO.search(so_far)
+                    if echo:
+                        pieces = [so_far[: echo.start()]]
+                        break
+                    yield piece
+                    if repeats_itself(so_far):
+                        logger.info("stopped a repeating answer")
+                        break
+        except LLMStreamError as exc:
+            if not pieces:
+                raise
+            logger.warning("the model's reply was cut off after %d pieces: %s", len(pieces), exc)
+            out.cut_off = str(exc)
         end = time.perf_counter()
         out.text = "".join(pieces).strip()
         out.timings["generate"] = end - t
@@ -488,6 +511,9 @@ class Answerer:
         if first is not None and end > first and len(pieces) > 1:
             out.timings["tokens_per_s"] = (len(pieces) - 1) / (end - first)
         out.prompt_tokens = generator.count_tokens(messages)
+        reported = generator.usage(messages) if isinstance(generator, ReportsUsage) else None
+        if reported is not None:  # the server's own counts (a piece of a stream may hold several tokens)
+            out.prompt_tokens, out.completion_tokens = reported
 
     def verify(self, question: str, raw: str, sources: Sequence[Source], form: str, cfg: RagConfig) -> Verified:
         """Citations used as nouns get their paper's name, then every claim is checked against

@@ -42,6 +42,23 @@ def config_from_args(args: argparse.Namespace, **fields: str) -> RagConfig:
     return get_config({k: v for k, v in given.items() if v is not None and v is not False})
 
 
+def add_llm_arguments(parser: argparse.ArgumentParser, *, model_help: str | None = None) -> None:
+    """``--model`` and ``--llm-url``, shared by every command that runs the language model."""
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=model_help
+        or "a bundled model name (see `rag models`) or a path to a .gguf file; with --llm-url, the name the server serves",
+    )
+    parser.add_argument(
+        "--llm-url",
+        default=None,
+        metavar="URL",
+        help="answer with an OpenAI-compatible server (llama-server, llama_cpp.server, vLLM, Ollama) at this URL, "
+        "e.g. http://127.0.0.1:8080/v1, instead of in this process (default: $RAG_LLM_URL; API key: $RAG_LLM_API_KEY)",
+    )
+
+
 def _register_search(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "search",
@@ -110,7 +127,7 @@ def _register_ask(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p = sub.add_parser("ask", help="answer a question from the papers, with verified citations")
     p.add_argument("question", help="the question, in plain words")
     p.add_argument("-k", "--top-k", type=int, default=None, help="papers given to the model as sources (default 4)")
-    p.add_argument("--model", default=None, help="a bundled model name (see `rag models`) or a path to a .gguf file")
+    add_llm_arguments(p)
     p.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default=None, help="retrieval mode (default hybrid)")
     p.add_argument("--strict", action="store_true", help="drop answer sentences that no source supports")
     p.add_argument("--json", action="store_true", help="print the whole Answer as JSON (no streaming)")
@@ -123,7 +140,15 @@ def _run_ask(args: argparse.Namespace) -> int:
     from rag.references import answer_to_dict
 
     answerer = Answerer(
-        config_from_args(args, index_dir="index", model="model", retrieval_mode="mode", top_k="top_k", strict="strict")
+        config_from_args(
+            args,
+            index_dir="index",
+            model="model",
+            llm_url="llm_url",
+            retrieval_mode="mode",
+            top_k="top_k",
+            strict="strict",
+        )
     )
     if args.json:
         answer = answerer.ask(args.question)
@@ -158,6 +183,8 @@ def _print_answer(answer: Answer, out: TextIO, papers: Mapping[str, Paper] | Non
 
     changed = strip_citations(answer.raw_text) != strip_citations(answer.text)
     label = "Verified answer" if changed and not answer.refused else "Answer"
+    if answer.incomplete:  # the reply was cut off: never presented as a complete answer
+        label = "INCOMPLETE answer (the model's reply was cut off; verified as far as it got)"
     if answer.form == "list" and not answer.refused:
         print(f"{label}:", file=out)
         for sentence in answer.sentences:
@@ -263,7 +290,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("bm25s", "httpx", "sentence_transformers", "transformers"):  # chatty at INFO/DEBUG
+    for noisy in (
+        "bm25s",
+        "httpx",
+        "httpx2",
+        "openai",
+        "sentence_transformers",
+        "transformers",
+    ):  # chatty at INFO/DEBUG
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     # bibtexparser logs each broken block with 0-based lines; the build reports it, 1-based.
     logging.getLogger("bibtexparser").setLevel(max(level, logging.ERROR))

@@ -33,7 +33,11 @@ _ENV = {
     "RAG_INDEX_DIR": "index_dir",
     "RAG_EMBED_MODEL": "embed_model",
     "RAG_MODEL": "model",
+    "RAG_LLM_URL": "llm_url",
 }
+# The API key of the LLM server is read from $RAG_LLM_API_KEY where the client is made
+# (rag.llm.load_generator), never stored here: a config is logged, hashed and written to reports.
+LLM_API_KEY_ENV = "RAG_LLM_API_KEY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,13 @@ class RagConfig:
     # --- answering -------------------------------------------------------------------------
     # The LLM: a bundled model name (see `rag models`) or a path to any GGUF file.
     model: str = DEFAULT_LLM
+    # An OpenAI-compatible chat-completions server (llama.cpp's llama-server, llama-cpp-python's
+    # llama_cpp.server, vLLM, Ollama), e.g. "http://127.0.0.1:8080/v1": the model answers there,
+    # `model` being the name the server knows it by. None: llama.cpp in this process. The key, if
+    # the server wants one, comes from $RAG_LLM_API_KEY only (never here: configs are reported).
+    llm_url: str | None = None
+    # Seconds to wait for the server to accept a request or to send the next piece of an answer.
+    llm_timeout: float = 120.0
     # Papers given to the model as numbered sources.
     top_k: int = 4
     # "hybrid" (dense + BM25 fused by reciprocal rank), "dense" or "bm25".
@@ -157,6 +168,10 @@ class RagConfig:
                 f"n_ctx must be at most {MAX_CONTEXT:,} (the longest context the bundled models were trained on); "
                 f"got {self.n_ctx:,}, whose KV cache would not fit in memory"
             )
+        if self.llm_url is not None:
+            check_llm_url(self.llm_url)
+        if not self.llm_timeout > 0:
+            raise ConfigError(f"llm_timeout must be > 0 seconds, got {self.llm_timeout}")
         if self.evidence_whole_top < 0:
             raise ConfigError(f"evidence_whole_top must be >= 0, got {self.evidence_whole_top}")
         for name in (
@@ -183,10 +198,22 @@ class RagConfig:
         return data
 
 
+def check_llm_url(url: str) -> None:
+    """Raise ``ConfigError`` unless ``url`` is an http(s) URL without credentials in it."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"llm_url must be an http:// or https:// URL such as http://127.0.0.1:8080/v1, got {url!r}")
+    if parts.username or parts.password:
+        # The URL is shown in answers and reports; a password in it would be shown too.
+        raise ConfigError(f"llm_url must not hold credentials: put the API key in ${LLM_API_KEY_ENV} instead")
+
+
 def get_config(config: RagConfig | Mapping[str, Any] | None = None) -> RagConfig:
     """Normalise a config: a ``RagConfig`` as is, a dict over the defaults, ``None`` for defaults.
 
-    ``RAG_INDEX_DIR`` and ``RAG_EMBED_MODEL`` fill in fields that a dict or ``None`` left unset.
+    ``RAG_INDEX_DIR``, ``RAG_EMBED_MODEL``, ``RAG_MODEL`` and ``RAG_LLM_URL`` fill in fields that a dict or ``None`` left unset.
     """
     if isinstance(config, RagConfig):
         return config

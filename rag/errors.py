@@ -37,3 +37,12 @@ class ConfigError(RagError):
 
 class FilterError(RagError):
     """A retrieval filter is malformed, or no paper of the index matches it."""
+
+
+class LLMServerError(ModelError):
+    """The OpenAI-compatible LLM server cannot be used: unreachable, too slow, no such model, or
+    it answered with an error status; the message says which, with the server's own words."""
+
+
+class LLMStreamError(LLMServerError):
+    """The server's reply stopped before it was finished (the connection dropped mid-answer)."""

@@ -354,13 +354,49 @@ class FakeGenerator:
                 yield piece
 
 
-_GENERATORS: dict[tuple[str, int, int | None], LlamaCppGenerator] = {}
+@runtime_checkable
+class ReportsUsage(Protocol):
+    """A generator whose backend reports the tokens of each reply (an OpenAI-compatible server)."""
+
+    def usage(self, messages: Sequence[Message]) -> tuple[int, int] | None:
+        """(prompt, completion) tokens of the last reply to ``messages``, if reported."""
+        ...
+
+
+_GENERATORS: dict[tuple[Any, ...], Generator] = {}
 _GENERATORS_LOCK = threading.Lock()
 
 
-def load_generator(model: str = DEFAULT_MODEL, *, n_ctx: int = 2048, n_threads: int | None = None) -> LlamaCppGenerator:
-    """The generator for a model, shared per process so its weights load only once."""
+def load_generator(
+    model: str = DEFAULT_MODEL,
+    *,
+    n_ctx: int = 2048,
+    n_threads: int | None = None,
+    llm_url: str | None = None,
+    timeout: float = 120.0,
+) -> Generator:
+    """The generator for a model, shared per process so its weights load only once.
+
+    With ``llm_url``, the model is the one an OpenAI-compatible server serves under that name
+    (``rag.llm_server.OpenAIGenerator``; the API key from ``$RAG_LLM_API_KEY``); nothing loads
+    here, and ``n_ctx`` / ``n_threads`` are the server's business.
+    """
     with _GENERATORS_LOCK:
+        if llm_url:
+            from rag.config import LLM_API_KEY_ENV
+            from rag.llm_server import OpenAIGenerator
+
+            key: tuple[Any, ...] = ("server", llm_url, model, timeout)
+            if key not in _GENERATORS:
+                _GENERATORS[key] = OpenAIGenerator(
+                    llm_url,
+                    model,
+                    api_key=os.environ.get(LLM_API_KEY_ENV) or None,
+                    timeout=timeout,
+                    # The default name is not the user's choice: take the server's one model.
+                    adopt_single=model == DEFAULT_MODEL,
+                )
+            return _GENERATORS[key]
         key = (model, n_ctx, n_threads)
         if key not in _GENERATORS:
             _GENERATORS[key] = LlamaCppGenerator(model, n_ctx=n_ctx, n_threads=n_threads)

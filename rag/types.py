@@ -322,6 +322,9 @@ class Answer:
     # refusal policy's reason code (rag.refusal).
     form: str = "fact"
     refusal_code: str | None = None
+    # The model's reply was cut off (an LLM server's stream dropped mid-answer): the text is what
+    # it wrote until then, verified as usual; ``warnings`` says why. Never show it as complete.
+    incomplete: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -343,4 +346,5 @@ class Answer:
             "warnings": list(self.warnings),
             "form": self.form,
             "refusal_code": self.refusal_code,
+            "incomplete": self.incomplete,
         }

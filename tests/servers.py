@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from bench.llm_server import LlamaCppServer
 from rag.llm import FakeGenerator, Message
 
 
@@ -62,3 +63,7 @@ def serve_asgi(app: Any) -> tuple[str, Any]:
         thread.join(15)
 
     return f"http://127.0.0.1:{port}/", stop
+
+
+# ``python -m llama_cpp.server`` on a free loopback port (shared with the benchmark).
+LlamaServer = LlamaCppServer

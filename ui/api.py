@@ -28,7 +28,15 @@ from starlette.types import Receive, Scope, Send
 
 from rag.answer import Answerer, AnswerEvent, EvidenceEvent, QuestionError, TokenEvent, clean_question
 from rag.config import RagConfig
-from rag.errors import ConfigError, IndexCorruptError, IndexMismatchError, IndexNotFoundError, ModelError, RagError
+from rag.errors import (
+    ConfigError,
+    IndexCorruptError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    LLMServerError,
+    ModelError,
+    RagError,
+)
 from rag.retrieve import Retriever
 from rag.types import RetrievedPaper
 from ui.gate import ModelQueue, QueueFull, Turn, iterate_in_thread
@@ -59,6 +67,7 @@ NO_MODEL = (
     "the language model is not available (details in the server log): "
     "`rag models` on the server lists the models and their status"
 )
+NO_LLM_SERVER = "the language model server cannot answer (details in this server's log): check --llm-url / $RAG_LLM_URL"
 INTERNAL = "something went wrong while answering; the details are in the server log"
 # Every paper both retrievers put among their candidates, for filtering before the top k.
 _ALL_CANDIDATES = 1_000_000
@@ -75,6 +84,8 @@ def error_of(exc: BaseException) -> tuple[int, str]:
         return 503, NO_INDEX
     if isinstance(exc, (IndexMismatchError, IndexCorruptError)):
         return 503, BAD_INDEX
+    if isinstance(exc, LLMServerError):
+        return 503, NO_LLM_SERVER
     if isinstance(exc, ModelError):
         return 503, NO_MODEL
     if isinstance(exc, ConfigError):
@@ -181,7 +192,9 @@ class ApiService:
 
     def note_failure(self, exc: BaseException) -> None:
         if isinstance(exc, ModelError):
-            self.set_model_status(f"unavailable: {NO_MODEL}", ok=False)
+            self.set_model_status(
+                f"unavailable: {NO_LLM_SERVER if isinstance(exc, LLMServerError) else NO_MODEL}", ok=False
+            )
 
     def warm_up(self) -> None:
         """Load the index, the embedder and the model now, so that the first question is fast."""

@@ -18,7 +18,14 @@ import gradio as gr
 
 from rag.answer import Answerer, AnswerEvent, EvidenceEvent, QuestionError, TokenEvent
 from rag.config import RETRIEVAL_MODES, RagConfig
-from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, ModelError, RagError
+from rag.errors import (
+    IndexCorruptError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    LLMServerError,
+    ModelError,
+    RagError,
+)
 from rag.llm import KNOWN_MODELS
 from rag.types import Answer, Paper
 from ui.format import answer_markdown, escape_md, evidence_html, plain_text, status_line, streaming_markdown
@@ -62,6 +69,8 @@ def friendly_error(exc: Exception) -> str:
         return "⚠️ There is no index yet. Build it with `rag build` (or `make run`), then ask again."
     if isinstance(exc, (IndexMismatchError, IndexCorruptError)):
         return f"⚠️ The index cannot be used: {escape_md(str(exc))}"
+    if isinstance(exc, LLMServerError):
+        return f"⚠️ The language model server cannot answer: {escape_md(str(exc))}"
     if isinstance(exc, ModelError):
         return f"⚠️ The language model is not available: {escape_md(str(exc))}. `rag models` lists the models and their status."
     if isinstance(exc, RagError):
@@ -204,7 +213,8 @@ def build_app(
     """
     get_answerer = factory or default_factory(config)
     line = queue or ModelQueue()
-    choices = models or list(dict.fromkeys([config.model, *KNOWN_MODELS]))
+    # Behind --llm-url the server decides which models exist: offer only the configured one.
+    choices = models or ([config.model] if config.llm_url else list(dict.fromkeys([config.model, *KNOWN_MODELS])))
     # analytics_enabled=False: nothing phones home (air-gapped machines, private questions).
     with gr.Blocks(title="abstract-rag", analytics_enabled=False) as demo:
         gr.Markdown(

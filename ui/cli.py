@@ -6,7 +6,7 @@ import argparse
 import logging
 import threading
 
-from rag.cli import add_index_argument, config_from_args
+from rag.cli import add_index_argument, add_llm_arguments, config_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--model", default=None, help="the model to serve (a bundled name or a .gguf path)")
+    add_llm_arguments(
+        p,
+        model_help="the model to serve (a bundled name or a .gguf path; with --llm-url, the name the server serves)",
+    )
     p.add_argument(
         "--auth",
         metavar="USER:PASSWORD",
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     credentials = credentials_from(args.auth)
     check_bind(args.host, credentials, args.no_auth)
-    cfg = config_from_args(args, index_dir="index", model="model")
+    cfg = config_from_args(args, index_dir="index", model="model", llm_url="llm_url")
     read_manifest(cfg.index_dir)  # a missing index is reported now, with how to build it
     app = create_app(cfg, default_factory(cfg), chat=args.chat, credentials=credentials, host=args.host)
     # Load index, embedder and model while the page opens; /api/health shows the progress.

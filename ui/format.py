@@ -75,8 +75,10 @@ def answer_markdown(answer: Answer, papers: Papers | None = None) -> str:
     link; without it, or for a paper with no such metadata, the title and corpus files are shown.
     """
     papers = papers or {}
+    # A reply cut off mid-answer is never shown as complete: the banner comes first, whatever follows.
+    head = [f"⚠️ **Incomplete answer:** {escape_md(_cut_reason(answer))}", ""] if answer.incomplete else []
     if answer.refused:
-        lines = [f"**{escape_md(answer.text.split(' The closest papers are:')[0])}**"]
+        lines = [*head, f"**{escape_md(answer.text.split(' The closest papers are:')[0])}**"]
         if answer.retrieved:
             lines.append("")
             lines.append("Closest papers in the collection:")
@@ -95,7 +97,7 @@ def answer_markdown(answer: Answer, papers: Papers | None = None) -> str:
             reason = f"{why}: {detail}" if detail and sentence.verdict != "no-answer" else why
             parts.append(f"⚠️ _{body}_ **[{escape_md(reason)}]**")
     text = "\n".join(f"- {p}" for p in parts) if answer.form == "list" else " ".join(parts)
-    lines = [text, "", "**References**", ""]
+    lines = [*head, text, "", "**References**", ""]
     for c in answer.citations:
         paper = papers.get(c.paper_id)
         if paper is not None and has_metadata(paper):
@@ -109,6 +111,11 @@ def answer_markdown(answer: Answer, papers: Papers | None = None) -> str:
     return "\n".join(lines)
 
 
+def _cut_reason(answer: Answer) -> str:
+    why = next((w for w in answer.warnings if w.startswith("the answer is incomplete")), "")
+    return why or "the model's reply was cut off; what it wrote before that is verified as usual"
+
+
 def streaming_markdown(raw: str) -> str:
     """The model's text while it streams (escaped), with a cursor."""
     return escape_md(raw) + " ▍"
@@ -116,10 +123,11 @@ def streaming_markdown(raw: str) -> str:
 
 def plain_text(answer: Answer, papers: Papers | None = None) -> str:
     """Answer and references as plain text, for copying."""
+    head = f"[Incomplete answer: {_cut_reason(answer)}]\n\n" if answer.incomplete else ""
     if answer.refused:
-        return answer.text
+        return head + answer.text
     papers = papers or {}
-    lines = [answer.text, "", "References:"]
+    lines = [head + answer.text, "", "References:"]
     for c in answer.citations:
         paper = papers.get(c.paper_id)
         if paper is not None and has_metadata(paper):
@@ -208,5 +216,7 @@ def status_line(answer: Answer | None, *, phase: str = "") -> str:
         if answer.refused
         else f"{sum(s.supported for s in answer.sentences)}/{len(answer.sentences)} sentences verified"
     )
+    if answer.incomplete:
+        verdict = f"INCOMPLETE (reply cut off) · {verdict}"
     model = answer.model.replace("`", "'")  # inside a code span nothing else needs escaping
     return f"{verdict} · " + " · ".join(parts) + f" · model `{model}`"

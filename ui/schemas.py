@@ -184,6 +184,11 @@ class AnswerOut(_Record):
     warnings: list[str]
     form: str = Field(description='the answer form: "fact", "which-paper", "list" or "compare"')
     refusal_code: str | None = Field(description="the refusal policy's reason code when refused")
+    incomplete: bool = Field(
+        False,
+        description="the model's reply was cut off (the LLM server's stream dropped): the text is verified "
+        "as far as it got, and is not a complete answer; `warnings` says why",
+    )
 
 
 class SourceRefOut(_Record):
