@@ -162,3 +162,24 @@ def test_rag_ask_filters_and_exports_bibtex(
     assert "No paper matches the filters" in out and "author 'Hinton'" in out
     assert main(["ask", ETN_QUESTION, "--index", index, "--year", "soon"]) == 1
     assert "filter 'year' must be" in capsys.readouterr().err
+
+
+def test_api_takes_the_same_filters(answerer_of) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from ui.server import create_app
+
+    answerer, _ = answerer_of(ETN_REPLY)
+    app = create_app(answerer.config, lambda model: answerer, chat=False, host=None)
+    with TestClient(app) as client:
+        body = {"question": ETN_QUESTION, "filters": {"author": ["Tai"], "year_min": 2019, "year_max": 2019}}
+        data = client.post("/api/ask", json=body).json()
+        assert [c["title"] for c in data["citations"]] == ["Equivariant Transformer Networks"]
+        assert data["citations"][0]["reference"]["citation_key"] == "tai2019equivariant"
+        assert {r["title"] for r in data["retrieved"]} == {"Equivariant Transformer Networks"}
+        none = client.post("/api/ask", json={"question": ETN_QUESTION, "filters": {"venue": ["Nature"]}}).json()
+        assert none["refused"] and none["refusal_code"] == NO_MATCHING_PAPER
+        found = client.get("/api/search", params={"q": "networks", "k": 5, "source": "*.ris"}).json()
+        assert found["results"] and all("refs.ris" in r["files"] for r in found["results"])
+        bad = client.get("/api/search", params={"q": "networks", "year": "soon"})
+        assert bad.status_code == 400 and "filter 'year' must be" in bad.json()["detail"]
