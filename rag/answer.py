@@ -191,6 +191,12 @@ class Answerer:
         # Guards lazy loading only. Re-entrant: sentence_embedder may need the index first.
         self._lock = threading.RLock()
 
+    def with_index(self, index: RagIndex) -> Answerer:
+        """A new answerer over ``index`` (a rebuilt one, with added papers) that shares this one's
+        config, embedder and language model, whichever of them are loaded. This one keeps its own
+        index, so an answer it is writing finishes over the papers it started with."""
+        return Answerer(self.config, index=index, embedder=self._embedder or index.embedder, generator=self._generator)
+
     # -- lazily loaded parts -------------------------------------------------------------------
     @property
     def embedder(self) -> Embedder:
