@@ -77,6 +77,21 @@ def ask(page: Any, question: str) -> None:
     box.press("Enter")
 
 
+def watch_for_cursor(page: Any) -> None:
+    """Note whether the streaming cursor ('▍') is ever shown in the chat: on a loaded machine the
+    few streamed updates of the fake model can come and go between two polls of the page."""
+    page.wait_for_selector("#chat", state="attached")
+    page.evaluate(
+        """() => {
+            window.__sawCursor = false;
+            const chat = document.querySelector('#chat');
+            new MutationObserver(() => {
+                if (chat.innerText.includes('\u258d')) window.__sawCursor = true;
+            }).observe(chat, {subtree: true, childList: true, characterData: true});
+        }"""
+    )
+
+
 def with_screenshot(page: Any, tmp_path: Path, fn: Any) -> None:
     try:
         fn()
@@ -90,10 +105,11 @@ def test_chat_streams_with_evidence_and_citations(browser, fake_app: str, tmp_pa
     page.goto(fake_app)
 
     def check() -> None:
+        watch_for_cursor(page)
         ask(page, "How many thermal images of animals at night are in OwlSet?")
         page.wait_for_selector("#evidence .ev-card", timeout=20_000)
         assert "Tiny Owls" in page.locator("#evidence").inner_text()
-        page.wait_for_function("document.querySelector('#chat').innerText.includes('▍')", timeout=20_000)
+        page.wait_for_function("window.__sawCursor === true", timeout=20_000)
         page.wait_for_function("document.querySelector('#chat').innerText.includes('References')", timeout=30_000)
         chat = page.locator("#chat").inner_text()
         assert "OwlSet has 12,000 thermal images" in chat and "Tiny Owls" in chat
