@@ -69,9 +69,7 @@ def _register_search(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     """``--year``, ``--author``, ``--venue``, ``--source``: the metadata filters (``rag.filters``)."""
     parser.add_argument("--year", default=None, help="only papers of these years: 2021, 2019-2023, 2019- or -2023")
-    parser.add_argument(
-        "--author", action="append", default=None, help="only papers by this author (repeatable: any)"
-    )
+    parser.add_argument("--author", action="append", default=None, help="only papers by this author (repeatable: any)")
     parser.add_argument(
         "--venue", action="append", default=None, help="only papers whose venue contains this text (repeatable)"
     )

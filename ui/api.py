@@ -28,7 +28,15 @@ from starlette.types import Receive, Scope, Send
 
 from rag.answer import Answerer, AnswerEvent, EvidenceEvent, QuestionError, TokenEvent, clean_question
 from rag.config import RagConfig
-from rag.errors import ConfigError, FilterError, IndexCorruptError, IndexMismatchError, IndexNotFoundError, ModelError, RagError
+from rag.errors import (
+    ConfigError,
+    FilterError,
+    IndexCorruptError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    ModelError,
+    RagError,
+)
 from rag.filters import PaperFilter
 from rag.retrieve import Retriever
 from rag.types import RetrievedPaper
@@ -417,10 +425,16 @@ def build_router(service: ApiService, *, dependencies: Sequence[Any] = ()) -> AP
         q: Annotated[str, Query(min_length=1, max_length=1000, description="what to look for")],
         k: Annotated[int, Query(ge=1, le=SEARCH_K_MAX, description="how many papers")] = 5,
         mode: Annotated[Mode, Query(description="retrieval mode")] = "hybrid",
-        year: Annotated[str | None, Query(max_length=20, description="only these years: 2021, 2019-2023, 2019-")] = None,
+        year: Annotated[
+            str | None, Query(max_length=20, description="only these years: 2021, 2019-2023, 2019-")
+        ] = None,
         author: Annotated[list[str] | None, Query(max_length=20, description="only papers by this author")] = None,
-        venue: Annotated[list[str] | None, Query(max_length=20, description="only papers whose venue contains this")] = None,
-        source: Annotated[list[str] | None, Query(max_length=20, description="only papers read from this corpus file")] = None,
+        venue: Annotated[
+            list[str] | None, Query(max_length=20, description="only papers whose venue contains this")
+        ] = None,
+        source: Annotated[
+            list[str] | None, Query(max_length=20, description="only papers read from this corpus file")
+        ] = None,
     ) -> Any:
         """The papers that best match a query, best first, with their scores (no model involved).
         A malformed filter, or one that no paper matches, is a 400 that says which."""

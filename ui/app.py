@@ -460,6 +460,7 @@ def build_app(
         # show_progress="minimal": the chat and status line show progress themselves; Gradio's animated
         # overlay costs CPU that the model needs on a 2-core machine.
         events: dict[str, Any] = dict(concurrency_limit=None, show_progress="minimal")
+
         # One API endpoint, /ask (for scripts and the load test); the button is the same call.
         def refs_button(hist: list[Answer], label: str) -> Any:
             path = references_file(hist or [], label)

@@ -123,7 +123,9 @@ def check_uploads(uploads: Sequence[Upload]) -> None:
     for up in uploads:
         suffix = Path(up.name).suffix.lower()
         if suffix not in UPLOAD_SUFFIXES:
-            raise UploadError(f"{up.name}: not a corpus file ({suffix or 'no suffix'}); use {', '.join(UPLOAD_SUFFIXES)}")
+            raise UploadError(
+                f"{up.name}: not a corpus file ({suffix or 'no suffix'}); use {', '.join(UPLOAD_SUFFIXES)}"
+            )
         if len(up.data) > UPLOAD_MAX_BYTES:
             raise UploadError(f"{up.name}: {len(up.data) / 1e6:.1f} MB, over the {UPLOAD_MAX_BYTES / 1e6:.0f} MB limit")
         if not up.data.strip():
@@ -248,9 +250,7 @@ class Library:
             names = {s.name for s in stored}
             seen = {p.split(": ", 1)[-1] for p in problems}
             build_problems = [
-                f"{p.file}:{p.line}: {p.message}"
-                for p in result.problems
-                if p.file in names and p.message not in seen
+                f"{p.file}:{p.line}: {p.message}" for p in result.problems if p.file in names and p.message not in seen
             ]
             with self._lock:
                 self._index = index
@@ -324,4 +324,3 @@ class Library:
             self._update(papers_parsed=done, message=f"{done} papers read; embedding the new ones…")
         elif stage == "embed":
             self._update(chunks_embedded=done, chunks_to_embed=total, message=f"embedded {done} of {total} chunks…")
-

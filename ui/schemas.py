@@ -86,7 +86,9 @@ class Filters(_Request):
 
     @property
     def empty(self) -> bool:
-        return all(v is None for v in (self.paper_ids, self.year_min, self.year_max, self.author, self.venue, self.source))
+        return all(
+            v is None for v in (self.paper_ids, self.year_min, self.year_max, self.author, self.venue, self.source)
+        )
 
     def metadata(self) -> dict[str, object]:
         """The metadata filters in ``rag.filters`` form (empty when none is given)."""
@@ -171,7 +173,9 @@ class SourceOut(_Record):
 class ReferenceOut(_Record):
     """How to cite a paper: one line of text, a link, and the metadata behind them."""
 
-    text: str = Field(description='"Author et al. (year). Title. Venue." (title and corpus file when nothing better is known)')
+    text: str = Field(
+        description='"Author et al. (year). Title. Venue." (title and corpus file when nothing better is known)'
+    )
     link: str | None = Field(description="the DOI link, else the arXiv page, else the paper's URL")
     authors: list[str]
     year: int | None
