@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from index_build.chunking import Chunker, ChunkTooLongError, chunking_settings
-from index_build.corpus import CorpusReport, Problem, read_corpus
+from index_build.corpus import CORPUS_SUFFIXES, CorpusReport, Problem, read_corpus
 from rag.config import RagConfig, get_config
 from rag.errors import IndexCorruptError, IndexNotFoundError
 from rag.faiss_index import choose_index_type, make_index
@@ -239,9 +239,9 @@ def build_index(
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "build_seconds": round(time.perf_counter() - started, 3),
         }
-        # The manifest is written last: a directory without one is never taken for an index.
         if uploads:
             shutil.copytree(uploads, tmp / UPLOADS)
+        # The manifest is written last: a directory without one is never taken for an index.
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         replace_dir(tmp, index_dir)
     except BaseException:
@@ -335,8 +335,6 @@ class _Stopwatch:
 
 def _uploads(index_dir: Path, corpus: Sequence[Path]) -> Path | None:
     """The index's uploads folder when it holds corpus files and the corpus does not name it."""
-    from index_build.corpus import CORPUS_SUFFIXES
-
     folder = index_dir / UPLOADS
     if not folder.is_dir() or any(Path(p).resolve() == folder.resolve() for p in corpus):
         return None
