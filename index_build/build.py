@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from index_build.chunking import Chunker, ChunkTooLongError, chunking_settings
-from index_build.corpus import CorpusReport, Problem, read_corpus
+from index_build.corpus import CORPUS_SUFFIXES, CorpusReport, Problem, read_corpus
 from rag.config import RagConfig, get_config
 from rag.errors import IndexCorruptError, IndexNotFoundError
 from rag.faiss_index import choose_index_type, make_index
@@ -46,6 +46,12 @@ from rag.text import content_hash
 from rag.types import Chunk, Paper
 
 logger = logging.getLogger(__name__)
+
+# Papers added to an index from the chat app live in this folder of the index itself: every
+# build of that index reads them besides its corpus, and carries the folder into the new index.
+UPLOADS = "uploads"
+# (stage, done, total): "parse" once the corpus is read (papers), "embed" as chunks are embedded.
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +120,7 @@ def build_index(
     on_stage: Callable[[str], None] | None = None,
     limit: int | None = None,
     arxiv_categories: Sequence[str] = (),
+    on_progress: Progress | None = None,
 ) -> BuildResult:
     """Build (or refresh) the index at ``config.index_dir`` from ``config.corpus``.
 
@@ -126,6 +133,11 @@ def build_index(
         arxiv_categories: keep only arXiv-metadata records in these categories ("cs.LG"; "cs"
             takes every cs.*). Both change the papers, hence the corpus hash: a build with other
             values is not "up to date".
+        on_progress: called with (stage, done, total): ("parse", papers, papers) once the corpus
+            is read, then ("embed", chunks embedded, chunks to embed) after each batch.
+
+    The files in the index's ``uploads/`` folder (papers added from the chat app) are read
+    besides ``config.corpus`` and kept in the new index.
 
     Raises:
         CorpusError: the corpus cannot be read or has no usable entry.
@@ -135,13 +147,17 @@ def build_index(
     watch = _Stopwatch(on_stage)
     watch.start("parse")
     index_dir = Path(cfg.index_dir)
-    papers, report = read_corpus(cfg.corpus, limit=limit, arxiv_categories=arxiv_categories)
+    recover_interrupted_swap(index_dir)
+    uploads = _uploads(index_dir, cfg.corpus)
+    corpus = [*cfg.corpus, *([uploads] if uploads else [])]
+    papers, report = read_corpus(corpus, limit=limit, arxiv_categories=arxiv_categories)
+    if on_progress is not None:
+        on_progress("parse", len(papers), len(papers))
     problems = list(report.problems)
     embedder = embedder or load_embedder(cfg.embed_model, batch_size=cfg.embed_batch_size)
     settings = index_settings(embedder, cfg)
     digest = corpus_digest(papers)
 
-    recover_interrupted_swap(index_dir)
     _remove_stale_temp_dirs(index_dir)
     old_manifest = _existing_manifest(index_dir)
     if (
@@ -193,6 +209,8 @@ def build_index(
                 for i, vector in zip(batch, vectors, strict=True):
                     cache[keys[i]] = vector
                 bar.update(len(batch))
+                if on_progress is not None:
+                    on_progress("embed", min(lo + len(batch), len(missing)), len(missing))
     matrix = (
         np.stack([cache[k] for k in keys]).astype(np.float32)
         if chunks
@@ -211,6 +229,8 @@ def build_index(
             "corpus_hash": digest,
             "corpus": {
                 "files": list(report.files),
+                # What to read again to add papers to this index (the chat app's "Add papers").
+                "paths": [str(Path(p).resolve()) for p in cfg.corpus],
                 "entries": report.entries,
                 "duplicates": report.duplicates,
                 "skipped": len(problems),
@@ -219,6 +239,8 @@ def build_index(
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "build_seconds": round(time.perf_counter() - started, 3),
         }
+        if uploads:
+            shutil.copytree(uploads, tmp / UPLOADS)
         # The manifest is written last: a directory without one is never taken for an index.
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         replace_dir(tmp, index_dir)
@@ -311,6 +333,15 @@ class _Stopwatch:
             self._name = None
 
 
+def _uploads(index_dir: Path, corpus: Sequence[Path]) -> Path | None:
+    """The index's uploads folder when it holds corpus files and the corpus does not name it."""
+    folder = index_dir / UPLOADS
+    if not folder.is_dir() or any(Path(p).resolve() == folder.resolve() for p in corpus):
+        return None
+    has_files = any(p.is_file() and p.suffix.lower() in CORPUS_SUFFIXES for p in folder.iterdir())
+    return folder if has_files else None
+
+
 def _existing_manifest(index_dir: Path) -> dict[str, Any] | None:
     if not index_dir.exists():
         return None
@@ -352,4 +383,4 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["BuildResult", "EMBED_CACHE", "build_index", "corpus_digest", "index_settings"]
+__all__ = ["BuildResult", "EMBED_CACHE", "UPLOADS", "Progress", "build_index", "corpus_digest", "index_settings"]

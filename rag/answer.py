@@ -16,7 +16,7 @@ import re
 import threading
 import time
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,11 +27,12 @@ from rag.citations import find_citations, render_sentence, renumber, split_answe
 from rag.config import RagConfig, get_config
 from rag.errors import LLMStreamError, RagError
 from rag.evidence import CachedEmbedder, content_words, score_sentences, select_evidence
+from rag.filters import PaperFilter
 from rag.forms import compare_aspect, list_topic, name_noun_citations, question_form, short_title
 from rag.llm import Generator, ReportsUsage, load_generator
 from rag.models import Embedder, load_embedder
 from rag.prompts import CANNOT_ANSWER, REWRITE_SYSTEM, REWRITE_TEMPLATE, answer_messages
-from rag.refusal import NOTHING_VERIFIED, Decision, RefusalPolicy
+from rag.refusal import NO_MATCHING_PAPER, NOTHING_VERIFIED, Decision, RefusalPolicy
 from rag.retrieve import Retriever
 from rag.store import RagIndex, open_index
 from rag.text import sentence_spans
@@ -194,6 +195,12 @@ class Answerer:
         # Guards lazy loading only. Re-entrant: sentence_embedder may need the index first.
         self._lock = threading.RLock()
 
+    def with_index(self, index: RagIndex) -> Answerer:
+        """A new answerer over ``index`` (a rebuilt one, with added papers) that shares this one's
+        config, embedder and language model, whichever of them are loaded. This one keeps its own
+        index, so an answer it is writing finishes over the papers it started with."""
+        return Answerer(self.config, index=index, embedder=self._embedder or index.embedder, generator=self._generator)
+
     # -- lazily loaded parts -------------------------------------------------------------------
     @property
     def embedder(self) -> Embedder:
@@ -251,23 +258,62 @@ class Answerer:
                 pass
 
     # -- the pipeline -------------------------------------------------------------------------
-    def ask(self, question: str, history: History | None = None, **overrides: Any) -> Answer:
-        """Answer synchronously; always returns an ``Answer`` (raises only for a bad question)."""
+    def ask(
+        self,
+        question: str,
+        history: History | None = None,
+        *,
+        filters: Mapping[str, Any] | PaperFilter | None = None,
+        **overrides: Any,
+    ) -> Answer:
+        """Answer synchronously; always returns an ``Answer`` (raises only for a bad question or
+        a malformed filter). ``filters`` as in ``stream``."""
         final: Answer | None = None
-        for event in self.stream(question, history, **overrides):
+        for event in self.stream(question, history, filters=filters, **overrides):
             if isinstance(event, AnswerEvent):
                 final = event.answer
         assert final is not None  # stream always ends with an AnswerEvent
         return final
 
-    def stream(self, question: str, history: History | None = None, **overrides: Any) -> Iterator[Event]:
+    def stream(
+        self,
+        question: str,
+        history: History | None = None,
+        *,
+        filters: Mapping[str, Any] | PaperFilter | None = None,
+        **overrides: Any,
+    ) -> Iterator[Event]:
         """Yield an ``EvidenceEvent``, then ``TokenEvent``s as the model writes, then an ``AnswerEvent``.
 
         The stages, each a method with typed input and output: ``retrieve`` -> ``select`` ->
         ``generate`` -> ``verify`` -> ``decide`` (the ``RefusalPolicy``) -> ``compose``.
         Keyword overrides (``top_k``, ``strict``, ``retrieval_mode``, ...) change the config for
-        this question only.
+        this question only. ``filters`` (``rag.filters``: ``{"year": (2019, 2023), "author":
+        "Hinton", "venue": ..., "source": "my.bib"}``) restrict every retrieval of the question
+        to the matching papers; when none matches, the answer is refused with the code
+        ``no-paper-matches-filters`` and says which filter and why.
+
+        Raises:
+            QuestionError: the question is empty.
+            FilterError: a filter is malformed (an unknown key, a bad year range).
         """
+        spec = filters if isinstance(filters, PaperFilter) else PaperFilter.from_dict(filters)
+        for event in self._stream(question, history, spec, overrides):
+            if isinstance(event, AnswerEvent):
+                event = AnswerEvent(self._with_papers(event.answer))
+            yield event
+
+    def _with_papers(self, answer: Answer) -> Answer:
+        """The answer with the records of the papers it cites (for references and export)."""
+        if not answer.citations:
+            return answer
+        papers = self.index.papers
+        cited = dict.fromkeys(c.paper_id for c in answer.citations if c.paper_id in papers)
+        return replace(answer, papers=tuple(papers[pid] for pid in cited))
+
+    def _stream(
+        self, question: str, history: History | None, spec: PaperFilter, overrides: dict[str, Any]
+    ) -> Iterator[Event]:
         cfg = self.config.replace(**{k: v for k, v in overrides.items() if v is not None}) if overrides else self.config
         start = time.perf_counter()
         timings: dict[str, float] = {}
@@ -277,9 +323,15 @@ class Answerer:
         if standalone != text:
             timings["rewrite"] = time.perf_counter() - start
         form = question_form(standalone) if cfg.answer_forms else "fact"
+        policy = self.policy(cfg)
 
         t = time.perf_counter()
-        retrieval = self.retrieve(standalone, form, cfg)
+        decision = policy.for_filters(spec, self.index.papers.values())
+        retrieval = (
+            Retrieval(standalone, np.zeros(0, np.float32), ())
+            if decision.refused
+            else self.retrieve(standalone, form, cfg, spec)
+        )
         timings["retrieve"] = time.perf_counter() - t
         base = dict(
             question=text,
@@ -289,8 +341,8 @@ class Answerer:
             warnings=tuple(warnings),
             form=form,
         )
-        policy = self.policy(cfg)
-        decision = policy.before_generation(retrieval.retrieved)
+        if not decision.refused:
+            decision = policy.before_generation(retrieval.retrieved)
         if decision.refused:
             timings["evidence"] = 0.0
             yield EvidenceEvent(standalone, retrieval.retrieved, (), dict(timings))
@@ -385,11 +437,12 @@ class Answerer:
         yield AnswerEvent(answer)
 
     # -- the stages -----------------------------------------------------------------------------
-    def retrieve(self, question: str, form: str, cfg: RagConfig) -> Retrieval:
-        """Papers for the question (more of them for a list question), and its embedding."""
+    def retrieve(self, question: str, form: str, cfg: RagConfig, filters: PaperFilter | None = None) -> Retrieval:
+        """Papers for the question (more of them for a list question), and its embedding.
+        ``filters`` restrict the search to the matching papers, before fusion."""
         vector = self.index.query_vector(question)  # embedded once, for retrieval and evidence
         k = max(cfg.top_k, cfg.list_candidates) if form == "list" else cfg.top_k
-        retrieved = tuple(self.retriever.search(question, k, cfg.retrieval_mode, vector=vector))
+        retrieved = tuple(self.retriever.search(question, k, cfg.retrieval_mode, vector=vector, filters=filters))
         if form == "list":
             retrieved = self.list_papers(question, retrieved, cfg)
         return Retrieval(question, vector, retrieved)
@@ -737,7 +790,9 @@ class Answerer:
     ) -> Answer:
         closest = base["retrieved"][:3]
         text = CANNOT_ANSWER
-        if closest:
+        if decision.code == NO_MATCHING_PAPER and decision.reason:  # about the filters, not the question
+            text = f"No paper matches the filters: {decision.reason}. Widen or remove a filter and ask again."
+        elif closest:
             text += " The closest papers are: " + "; ".join(f"\u201c{r.title}\u201d" for r in closest) + "."
         return Answer(
             **base,
@@ -800,13 +855,18 @@ def ask(
     top_k: int | None = None,
     index_dir: str | Path | None = None,
     config: RagConfig | dict[str, Any] | None = None,
+    filters: Mapping[str, Any] | None = None,
 ) -> Answer:
     """Answer ``question`` from the index with verified citations.
 
+    ``filters`` restrict the papers it may use: ``{"year": (2019, 2023), "author": "Hinton",
+    "venue": "NeurIPS", "source": "my.bib"}`` (any subset; see ``rag.filters``).
     Models and the index load on the first call and are reused by later calls in this process.
 
     Raises:
         QuestionError: the question is empty.
+        FilterError: a filter is malformed (a filter that no paper matches gives a refused
+            ``Answer`` saying so, with ``refusal_code`` "no-paper-matches-filters").
         IndexNotFoundError / IndexMismatchError / IndexCorruptError: the index cannot be used.
         ModelError: the language model cannot be found or verified.
     """
@@ -817,4 +877,4 @@ def ask(
         answerer = _ANSWERERS.get(cfg)
         if answerer is None:
             answerer = _ANSWERERS[cfg] = Answerer(cfg)
-    return answerer.ask(question, top_k=top_k)
+    return answerer.ask(question, top_k=top_k, filters=filters)

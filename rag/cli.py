@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import TextIO
 
 from rag.config import RagConfig
-from rag.errors import RagError
+from rag.errors import ConfigError, RagError
 from rag.types import Answer, Paper
 
 logger = logging.getLogger(__name__)
 
 COMMAND_GROUP = "abstract_rag.commands"
+# Export formats of references; "csl" is short for "csl-json".
+EXPORT_CHOICES = ("bib", "ris", "csl-json", "csl")
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 
@@ -69,21 +71,28 @@ def _register_search(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument(
         "--mode", choices=("hybrid", "dense", "bm25"), default="hybrid", help="retrieval mode (default hybrid)"
     )
-    p.add_argument("--year", default=None, help="only papers of these years: 2021, 2019-2023, 2019- or -2023")
-    p.add_argument("--author", action="append", default=None, help="only papers by this author (repeatable: any)")
-    p.add_argument("--venue", action="append", default=None, help="only papers whose venue contains this text")
-    p.add_argument(
-        "--source", action="append", default=None, help="only papers read from this corpus file (a name or a glob)"
-    )
+    add_filter_arguments(p)
     p.add_argument(
         "--export",
-        choices=("bib", "ris", "csl-json"),
+        choices=EXPORT_CHOICES,
         default=None,
         help="print the found papers as BibTeX, RIS or CSL-JSON instead of the list",
     )
     p.add_argument("-o", "--output", type=Path, default=None, help="write the export to this file")
     add_index_argument(p)
     p.set_defaults(func=_run_search)
+
+
+def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--year``, ``--author``, ``--venue``, ``--source``: the metadata filters (``rag.filters``)."""
+    parser.add_argument("--year", default=None, help="only papers of these years: 2021, 2019-2023, 2019- or -2023")
+    parser.add_argument("--author", action="append", default=None, help="only papers by this author (repeatable: any)")
+    parser.add_argument(
+        "--venue", action="append", default=None, help="only papers whose venue contains this text (repeatable)"
+    )
+    parser.add_argument(
+        "--source", action="append", default=None, help="only papers read from this corpus file (a name or a glob)"
+    )
 
 
 def search_filters(args: argparse.Namespace) -> dict[str, object]:
@@ -131,6 +140,15 @@ def _register_ask(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default=None, help="retrieval mode (default hybrid)")
     p.add_argument("--strict", action="store_true", help="drop answer sentences that no source supports")
     p.add_argument("--json", action="store_true", help="print the whole Answer as JSON (no streaming)")
+    add_filter_arguments(p)
+    p.add_argument(
+        "--export",
+        choices=EXPORT_CHOICES,
+        default=None,
+        help="the references the answer cites as BibTeX, RIS or CSL-JSON: on stdout (the answer then goes "
+        "to stderr), or into the file given with -o",
+    )
+    p.add_argument("-o", "--output", type=Path, default=None, help="write the --export references to this file")
     add_index_argument(p)
     p.set_defaults(func=_run_ask)
 
@@ -150,13 +168,18 @@ def _run_ask(args: argparse.Namespace) -> int:
             strict="strict",
         )
     )
+    filters = search_filters(args)
+    if args.output is not None and not args.export:
+        raise ConfigError("-o/--output writes the --export references: give --export bib|ris|csl-json too")
+    # Exported references on stdout: the answer itself goes to stderr, so `> refs.bib` holds only them.
+    out = sys.stderr if args.export and args.output is None else sys.stdout
     if args.json:
-        answer = answerer.ask(args.question)
-        print(json.dumps(answer_to_dict(answer, answerer.index.papers), indent=2, ensure_ascii=False))
-        return 0
-    out = sys.stdout
+        answer = answerer.ask(args.question, filters=filters)
+        print(json.dumps(answer_to_dict(answer, answerer.index.papers), indent=2, ensure_ascii=False), file=out)
+        return _export(answer, args)
     streaming = False
-    for event in answerer.stream(args.question):
+    answer = None
+    for event in answerer.stream(args.question, filters=filters):
         if isinstance(event, EvidenceEvent):
             if event.sources:
                 print("Sources:", file=out)
@@ -171,7 +194,24 @@ def _run_ask(args: argparse.Namespace) -> int:
         elif isinstance(event, AnswerEvent):
             if streaming:
                 print("\n", file=out)
-            _print_answer(event.answer, out, answerer.index.papers)
+            answer = event.answer
+            _print_answer(answer, out, answerer.index.papers)
+    return _export(answer, args) if answer is not None else 0
+
+
+def _export(answer: Answer, args: argparse.Namespace) -> int:
+    """Write the answer's cited references in the ``--export`` format (nothing without it)."""
+    if not args.export:
+        return 0
+    if not answer.citations:
+        print("the answer cites no paper: no references to export", file=sys.stderr)
+        return 0
+    text = answer.references(args.export)
+    if args.output is not None:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {len(answer.citations)} reference(s) to {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
     return 0
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,3 +143,14 @@ class PaperFilter:
     def select(self, papers: Iterable[Paper]) -> set[str]:
         """Ids of the papers that match."""
         return {p.paper_id for p in papers if self.matches(p)}
+
+    def no_match(self, papers: Collection[Paper]) -> str:
+        """Why nothing matched, in words: the filters and how many papers have the metadata
+        they test (a year filter over papers without years cannot match)."""
+        with_year = sum(p.year is not None for p in papers)
+        with_authors = sum(bool(p.authors) for p in papers)
+        with_venue = sum(bool(p.venue) for p in papers)
+        return (
+            f"no paper in the index matches {self.describe()} ({len(papers)} papers: "
+            f"{with_year} with a year, {with_authors} with authors, {with_venue} with a venue)"
+        )

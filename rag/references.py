@@ -20,6 +20,8 @@ from rag.identifiers import arxiv_url, doi_url
 from rag.types import Answer, Paper
 
 EXPORT_FORMATS = ("bib", "ris", "csl-json")
+# "csl" is accepted as a short name of "csl-json".
+_FORMAT_ALIASES = {"csl": "csl-json", "bibtex": "bib"}
 _PARTICLES = {
     "van",
     "von",
@@ -322,7 +324,8 @@ def _csl_name(author: str) -> dict[str, str]:
 
 
 def export_references(papers: Iterable[Paper], fmt: str) -> str:
-    """The papers in one of ``EXPORT_FORMATS``: "bib", "ris" or "csl-json"."""
+    """The papers in one of ``EXPORT_FORMATS``: "bib", "ris" or "csl-json" ("csl" too)."""
+    fmt = _FORMAT_ALIASES.get(fmt, fmt)
     if fmt == "bib":
         return to_bibtex(papers)
     if fmt == "ris":

@@ -1,7 +1,7 @@
 """The one place that decides whether the collection answers a question.
 
 Every reason to refuse is named here, with the evidence it rests on; the pipeline asks this
-policy twice: before generation (is any paper close enough to be worth the model's time?) and
+policy whether the question's metadata filters leave any paper to answer from, then twice more: before generation (is any paper close enough to be worth the model's time?) and
 after verification (did anything the model wrote hold up, and does it speak of what was asked?).
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rag.filters import PaperFilter
 from rag.types import AnswerSentence, Paper, RetrievedPaper
 from rag.verify import evidence_tokens, name_found, names_in, norm_name
 
@@ -20,6 +21,7 @@ NO_RELEVANT_PAPER = "no-relevant-paper"
 MODEL_SAYS_NOT_ANSWERED = "model-says-not-answered"
 NOTHING_VERIFIED = "nothing-verified"
 QUESTION_NAME_ABSENT = "question-name-absent"
+NO_MATCHING_PAPER = "no-paper-matches-filters"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,13 @@ class RefusalPolicy:
 
     min_relevance: float = 0.3
     require_question_names: bool = True
+
+    def for_filters(self, spec: PaperFilter, papers: Collection[Paper]) -> Decision:
+        """Refuse, before retrieval, a question whose filters no paper of the collection passes
+        (an empty answer is about the filters, not about the question)."""
+        if spec.active and not any(spec.matches(p) for p in papers):
+            return Decision(True, NO_MATCHING_PAPER, spec.no_match(papers))
+        return ANSWER
 
     def before_generation(self, retrieved: Sequence[RetrievedPaper]) -> Decision:
         """Refuse without asking the model when no retrieved paper is close to the question."""

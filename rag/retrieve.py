@@ -121,13 +121,7 @@ class Retriever:
             return None
         papers = spec.select(self.index.papers.values())
         if not papers:
-            known = self.index.papers.values()
-            with_year = sum(p.year is not None for p in known)
-            with_authors = sum(bool(p.authors) for p in known)
-            raise FilterError(
-                f"no paper in the index matches {spec.describe()} ({len(self.index.papers)} papers: "
-                f"{with_year} with a year, {with_authors} with authors)"
-            )
+            raise FilterError(spec.no_match(list(self.index.papers.values())))
         return {c.chunk_id for pid in papers for c in self.index.paper_chunks(pid)}
 
     def search(

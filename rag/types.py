@@ -326,12 +326,35 @@ class Answer:
     # it wrote until then, verified as usual; ``warnings`` says why. Never show it as complete.
     incomplete: bool = False
 
+    # The records of the cited papers (authors, year, venue, DOI, ...), for references and
+    # export; filled in by the pipeline, empty when the answer cites nothing.
+    papers: tuple[Paper, ...] = ()
+
+    def references(self, fmt: str = "bib") -> str:
+        """The cited papers, in citation order, as "bib" (BibTeX), "ris" or "csl-json" text."""
+        from rag.references import export_references  # rag.references imports this module
+
+        by_id = {p.paper_id: p for p in self.papers}
+        cited = [by_id[c.paper_id] for c in self.citations if c.paper_id in by_id]
+        return export_references(list(dict.fromkeys(cited)), fmt)
+
     def to_dict(self) -> dict[str, Any]:
+        """The answer as JSON; each citation carries its ``reference`` (text, link, authors,
+        year, venue, DOI, arXiv id, key) when the cited paper's record is known."""
+        from rag.references import reference_dict
+
+        by_id = {p.paper_id: p for p in self.papers}
+        citations = []
+        for c in self.citations:
+            item = c.to_dict()
+            if c.paper_id in by_id:
+                item["reference"] = reference_dict(by_id[c.paper_id])
+            citations.append(item)
         return {
             "question": self.question,
             "text": self.text,
             "raw_text": self.raw_text,
-            "citations": [c.to_dict() for c in self.citations],
+            "citations": citations,
             "sentences": [s.to_dict() for s in self.sentences],
             "refused": self.refused,
             "refusal_reason": self.refusal_reason,

@@ -77,6 +77,21 @@ def ask(page: Any, question: str) -> None:
     box.press("Enter")
 
 
+def watch_for_cursor(page: Any) -> None:
+    """Note whether the streaming cursor ('▍') is ever shown in the chat: on a loaded machine the
+    few streamed updates of the fake model can come and go between two polls of the page."""
+    page.wait_for_selector("#chat", state="attached")
+    page.evaluate(
+        """() => {
+            window.__sawCursor = false;
+            const chat = document.querySelector('#chat');
+            new MutationObserver(() => {
+                if (chat.innerText.includes('\u258d')) window.__sawCursor = true;
+            }).observe(chat, {subtree: true, childList: true, characterData: true});
+        }"""
+    )
+
+
 def with_screenshot(page: Any, tmp_path: Path, fn: Any) -> None:
     try:
         fn()
@@ -90,10 +105,11 @@ def test_chat_streams_with_evidence_and_citations(browser, fake_app: str, tmp_pa
     page.goto(fake_app)
 
     def check() -> None:
+        watch_for_cursor(page)
         ask(page, "How many thermal images of animals at night are in OwlSet?")
         page.wait_for_selector("#evidence .ev-card", timeout=20_000)
         assert "Tiny Owls" in page.locator("#evidence").inner_text()
-        page.wait_for_function("document.querySelector('#chat').innerText.includes('▍')", timeout=20_000)
+        page.wait_for_function("window.__sawCursor === true", timeout=20_000)
         page.wait_for_function("document.querySelector('#chat').innerText.includes('References')", timeout=30_000)
         chat = page.locator("#chat").inner_text()
         assert "OwlSet has 12,000 thermal images" in chat and "Tiny Owls" in chat
@@ -126,6 +142,75 @@ def test_hostile_abstract_renders_as_text(browser, fake_app: str, tmp_path: Path
         assert page.locator("a[href='http://evil.example']").count() == 0
 
     with_screenshot(page, tmp_path, check)
+
+
+def tides_reply(messages: Sequence[Message]) -> str:
+    q = messages[-1]["content"].split("Question:")[-1]
+    if "tidal" in q.lower():
+        return "Tidal turbines recover sea temperature to within 0.3 degrees from strain alone [1]."
+    return reply(messages)
+
+
+def test_add_papers_from_the_chat_and_ask_about_them(  # type: ignore[no-untyped-def]
+    browser, small_corpus: Path, tmp_path: Path, fake_embedder, data_dir: Path
+) -> None:
+    """Upload a .bib, watch the build finish, ask about a new paper: cited with authors, year and
+    a DOI link. The app is not restarted."""
+    from index_build.build import build_index
+    from rag.config import get_config
+    from rag.store import open_index
+    from ui.app import build_app
+    from ui.library import Library
+
+    cfg = get_config({"index_dir": tmp_path / "index", "corpus": [small_corpus], "progress": False,
+                      "min_relevance": 0.05, "top_k": 3})  # fmt: skip
+    build_index(cfg, embedder=fake_embedder)
+    answerer = Answerer(cfg, index=open_index(cfg.index_dir, fake_embedder), generator=SlowFake(tides_reply, 0.01))
+    library = Library(cfg, lambda model: answerer)
+    url, app = serve(build_app(cfg, library, models=["fake"]))
+    upload = tmp_path / "upload" / "my_library.bib"
+    upload.parent.mkdir()
+    upload.write_bytes((data_dir / "sample.bib").read_bytes())
+    page = browser.new_page()
+    try:
+        page.goto(url)
+
+        def check() -> None:
+            page.locator("#addpapers").get_by_role("button").first.click()
+            page.locator("#upload input[type=file]").set_input_files(str(upload))
+            page.wait_for_selector("#upload :text('my_library.bib')", timeout=20_000)
+            page.locator("#add-papers").click()
+            page.wait_for_selector("#add-status .add-status[data-state='done']", timeout=60_000)
+            status = page.locator("#add-status").inner_text()
+            assert "added 4 new paper(s)" in status, status
+            assert page.locator("#add-progress").get_attribute("value") == "100"
+            assert "alcorn2019strike" in status and "no abstract" in status  # a problem per entry
+            assert (cfg.index_dir / "uploads" / "my_library.bib").is_file()
+
+            ask(page, "How well do tidal turbines measure sea temperature?")
+            page.wait_for_function("document.querySelector('#chat').innerText.includes('References')", timeout=30_000)
+            chat = page.locator("#chat").inner_text()
+            assert "Okafor and Lindqvist (2025)" in chat and "Tidal Turbines as Ocean Thermometers" in chat, chat
+            link = page.locator("#chat a[href='https://doi.org/10.5555/jos.2025.0042']")
+            assert link.count() >= 1
+            evidence = page.locator("#evidence").inner_text()
+            assert "Okafor and Lindqvist (2025)" in evidence
+            page.screenshot(path=str(tmp_path / "added.png"), full_page=True)
+
+            page.locator("#refsbox").get_by_role("button").first.click()
+            button = page.locator("#download-refs")
+            page.wait_for_selector("#download-refs", state="visible", timeout=20_000)
+            deadline = time.perf_counter() + 20
+            while not button.is_enabled() and time.perf_counter() < deadline:  # enabled once an answer cites
+                page.wait_for_timeout(100)
+            with page.expect_download(timeout=20_000) as info:
+                button.click()
+            bib = Path(info.value.path()).read_text(encoding="utf-8")
+            assert "@article{okafor2025tides," in bib and "10.5555/jos.2025.0042" in bib
+
+        with_screenshot(page, tmp_path, check)
+    finally:
+        app.close()
 
 
 @pytest.mark.slow

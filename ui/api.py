@@ -30,6 +30,7 @@ from rag.answer import Answerer, AnswerEvent, EvidenceEvent, QuestionError, Toke
 from rag.config import RagConfig
 from rag.errors import (
     ConfigError,
+    FilterError,
     IndexCorruptError,
     IndexMismatchError,
     IndexNotFoundError,
@@ -37,6 +38,7 @@ from rag.errors import (
     ModelError,
     RagError,
 )
+from rag.filters import PaperFilter
 from rag.retrieve import Retriever
 from rag.types import RetrievedPaper
 from ui.gate import ModelQueue, QueueFull, Turn, iterate_in_thread
@@ -88,7 +90,7 @@ def error_of(exc: BaseException) -> tuple[int, str]:
         return 503, NO_LLM_SERVER
     if isinstance(exc, ModelError):
         return 503, NO_MODEL
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, (ConfigError, FilterError)):
         return 400, str(exc)
     return 500, INTERNAL
 
@@ -139,19 +141,9 @@ class _FilteredAnswerer(Answerer):
         return self._base.sentence_embedder
 
 
-def _allow(filters: Filters, papers: dict[str, Any]) -> Callable[[str], bool]:
-    ids = set(filters.paper_ids) if filters.paper_ids is not None else None
-    low, high = filters.year_min, filters.year_max
-
-    def allow(paper_id: str) -> bool:
-        if ids is not None and paper_id not in ids:
-            return False
-        if low is None and high is None:
-            return True
-        year = papers[paper_id].year
-        return year is not None and (low is None or year >= low) and (high is None or year <= high)
-
-    return allow
+def _allow(filters: Filters) -> Callable[[str], bool]:
+    ids = set(filters.paper_ids or ())
+    return lambda paper_id: paper_id in ids
 
 
 # -- the service -------------------------------------------------------------------------------------------
@@ -239,8 +231,11 @@ class ApiService:
             ]
             if unknown:
                 raise RequestValidationError(unknown)
-            answerer = _FilteredAnswerer(answerer, _allow(body.filters, index.papers))
-        overrides = {"top_k": body.top_k, "retrieval_mode": body.mode, "strict": body.strict}
+            if body.filters.paper_ids is not None:
+                answerer = _FilteredAnswerer(answerer, _allow(body.filters))
+        overrides: dict[str, Any] = {"top_k": body.top_k, "retrieval_mode": body.mode, "strict": body.strict}
+        if body.filters is not None and body.filters.metadata():
+            overrides["filters"] = PaperFilter.from_dict(body.filters.metadata())  # a bad one is a 400 now
         history = [(t.question, t.answer) for t in body.history] or None
         return Prepared(answerer, body.question, history, {k: v for k, v in overrides.items() if v is not None})
 
@@ -436,14 +431,26 @@ def build_router(service: ApiService, *, dependencies: Sequence[Any] = ()) -> AP
         q: Annotated[str, Query(min_length=1, max_length=1000, description="what to look for")],
         k: Annotated[int, Query(ge=1, le=SEARCH_K_MAX, description="how many papers")] = 5,
         mode: Annotated[Mode, Query(description="retrieval mode")] = "hybrid",
+        year: Annotated[
+            str | None, Query(max_length=20, description="only these years: 2021, 2019-2023, 2019-")
+        ] = None,
+        author: Annotated[list[str] | None, Query(max_length=20, description="only papers by this author")] = None,
+        venue: Annotated[
+            list[str] | None, Query(max_length=20, description="only papers whose venue contains this")
+        ] = None,
+        source: Annotated[
+            list[str] | None, Query(max_length=20, description="only papers read from this corpus file")
+        ] = None,
     ) -> Any:
-        """The papers that best match a query, best first, with their scores (no model involved)."""
+        """The papers that best match a query, best first, with their scores (no model involved).
+        A malformed filter, or one that no paper matches, is a 400 that says which."""
+        filters = {k: v for k, v in {"year": year, "author": author, "venue": venue, "source": source}.items() if v}
 
         def run() -> SearchOut:
             text, _ = clean_question(q, service.config.max_question_chars)
             retriever = service.answerer().retriever
             start = time.perf_counter()
-            found = retriever.search(text, k, mode)
+            found = retriever.search(text, k, mode, filters=filters or None)
             seconds = round(time.perf_counter() - start, 4)
             return SearchOut.model_validate(
                 {"query": text, "mode": mode, "k": k, "results": [r.to_dict() for r in found], "seconds": seconds}

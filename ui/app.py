@@ -9,16 +9,23 @@ the status line shows each user their place in it.
 
 from __future__ import annotations
 
+import asyncio
+import html
 import logging
+import re
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import anyio
 import gradio as gr
 
 from rag.answer import Answerer, AnswerEvent, EvidenceEvent, QuestionError, TokenEvent
 from rag.config import RETRIEVAL_MODES, RagConfig
 from rag.errors import (
+    FilterError,
     IndexCorruptError,
     IndexMismatchError,
     IndexNotFoundError,
@@ -30,6 +37,7 @@ from rag.llm import KNOWN_MODELS
 from rag.types import Answer, Paper
 from ui.format import answer_markdown, escape_md, evidence_html, plain_text, status_line, streaming_markdown
 from ui.gate import ModelQueue, QueueFull, iterate_in_thread
+from ui.library import UPLOAD_MAX_BYTES, UPLOAD_SUFFIXES, BuildStatus, Library, Upload, UploadError
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +63,8 @@ CSS = """
 .ev-sent.ev-backs { background: rgba(47, 125, 50, 0.18); border-radius: 3px; }
 .ev-empty { opacity: 0.7; font-style: italic; }
 .ev-withheld { font-size: 0.8em; color: #b26a00; margin-top: 4px; }
+.add-status progress { width: 100%; }
+.add-counts, .add-problems { font-size: 0.85em; opacity: 0.8; }
 """
 
 AnswererFactory = Callable[[str], Answerer]
@@ -105,8 +115,10 @@ def respond(
     mode: str,
     strict: bool,
     model: str,
+    filters: Mapping[str, Any] | None = None,
 ) -> Iterator[tuple[Any, ...]]:
-    """The streaming handler: yields (chat, evidence, status, copy text, history, textbox)."""
+    """The streaming handler: yields (chat, evidence, status, copy text, history, textbox).
+    ``filters`` (``rag.filters``) restrict the papers the answer may use."""
 
     def snap() -> list[dict[str, Any]]:  # each yield gets its own copy of the messages
         return [dict(m) for m in chat]
@@ -121,7 +133,12 @@ def respond(
         answerer = factory(model)
         raw = ""
         for event in answerer.stream(
-            message or "", history or None, top_k=int(top_k), retrieval_mode=mode, strict=bool(strict)
+            message or "",
+            history or None,
+            filters=filters or None,
+            top_k=int(top_k),
+            retrieval_mode=mode,
+            strict=bool(strict),
         ):
             if isinstance(event, EvidenceEvent):
                 papers = papers_of(answerer)
@@ -199,19 +216,120 @@ def queue_full_message(full: QueueFull) -> str:
     )
 
 
+def split_values(text: Any) -> list[str]:
+    """Names typed in one box, separated by ';' or ',' ("Hinton; LeCun")."""
+    return [v.strip() for v in re.split(r"[;,]", str(text or "")) if v.strip()]
+
+
+def filters_from(year_from: Any, year_to: Any, author: Any, venue: Any, source: Any) -> dict[str, Any]:
+    """The settings' filter boxes as ``rag.filters`` filters (empty boxes are no filter).
+
+    Raises:
+        FilterError: a year that is not a whole number.
+    """
+    years = []
+    for value in (year_from, year_to):
+        if value is None or str(value).strip() == "":
+            years.append(None)
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not number.is_integer():
+            raise FilterError(f"a year must be a whole number, got {str(value)[:20]!r}")
+        years.append(int(number))
+    out: dict[str, Any] = {}
+    if years != [None, None]:
+        out["year"] = (years[0], years[1])
+    for key, value in (("author", author), ("venue", venue), ("source", source)):
+        if split_values(value):
+            out[key] = split_values(value)
+    return out
+
+
+EXPORT_LABELS = {"BibTeX": "bib", "RIS": "ris", "CSL-JSON": "csl-json"}
+_EXPORT_SUFFIX = {"bib": ".bib", "ris": ".ris", "csl-json": ".json"}
+
+
+def references_file(history: Sequence[Answer], label: str) -> str | None:
+    """A file with the references the last answer cites, in the chosen format (None when it cites
+    nothing), for the download button."""
+    last = history[-1] if history else None
+    if last is None or not last.citations or not last.papers:
+        return None
+    fmt = EXPORT_LABELS.get(label, "bib")
+    folder = Path(tempfile.mkdtemp(prefix="rag-refs-"))
+    path = folder / f"references{_EXPORT_SUFFIX[fmt]}"
+    path.write_text(last.references(fmt), encoding="utf-8")
+    return str(path)
+
+
+def status_html(status: BuildStatus) -> str:
+    """The "Add papers" panel's progress bar, counts and problems per entry (all text escaped)."""
+    if status.state == "idle":
+        return '<div class="add-status" data-state="idle"></div>'
+    percent = round(100 * status.fraction)
+    counts = f"{status.papers_parsed} papers read"
+    if status.chunks_to_embed:
+        counts += f" · {status.chunks_embedded} of {status.chunks_to_embed} new chunks embedded"
+    if status.seconds:
+        counts += f" · {status.seconds:.1f} s"
+    parts = [
+        f'<div class="add-status" data-state="{html.escape(status.state)}" data-version="{status.version}">',
+        f'<progress id="add-progress" max="100" value="{percent}"></progress>',
+        f'<div class="add-message">{html.escape(status.message)}</div>',
+        f'<div class="add-counts">{html.escape(counts)}</div>',
+    ]
+    if status.problems:
+        shown = status.problems[:50]
+        more = len(status.problems) - len(shown)
+        items = "".join(f"<li>{html.escape(p)}</li>" for p in shown)
+        tail = f"<li>… and {more} more</li>" if more else ""
+        parts.append(
+            f'<details class="add-problems" open><summary>{len(status.problems)} entries skipped or '
+            f"changed</summary><ul>{items}{tail}</ul></details>"
+        )
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def read_uploads(paths: Sequence[Any]) -> list[Upload]:
+    """The uploaded files' names and bytes; gradio's temporary copies are deleted once read, so
+    an upload is never served back. Raises ``UploadError`` for a file over the size limit."""
+    uploads = []
+    for item in paths or ():
+        path = Path(getattr(item, "name", item))
+        try:
+            size = path.stat().st_size
+            if size > UPLOAD_MAX_BYTES:
+                raise UploadError(f"{path.name}: {size / 1e6:.1f} MB, over the {UPLOAD_MAX_BYTES / 1e6:.0f} MB limit")
+            uploads.append(Upload(path.name, path.read_bytes()))
+        finally:
+            path.unlink(missing_ok=True)
+    return uploads
+
+
 def build_app(
     config: RagConfig,
     factory: AnswererFactory | None = None,
     *,
     models: list[str] | None = None,
     queue: ModelQueue | None = None,
+    library: Library | None = None,
 ) -> gr.Blocks:
     """The Blocks app; ``factory`` maps a model name to an ``Answerer`` (tests pass fakes).
 
     ``queue`` is the line in front of the model; pass the HTTP API's so that chat messages and
     API calls wait in one queue (the default is a queue of this app's own, 32 places).
+    ``library`` adds the "Add papers" panel (a ``factory`` that is a ``Library`` is used as
+    one; without a factory the app makes one over ``config``); it is then the answerers' factory.
     """
-    get_answerer = factory or default_factory(config)
+    if library is None and isinstance(factory, Library):
+        library = factory
+    if library is None and factory is None:
+        library = Library(config)
+    get_answerer = library if library is not None else factory or default_factory(config)
     line = queue or ModelQueue()
     # Behind --llm-url the server decides which models exist: offer only the configured one.
     choices = models or ([config.model] if config.llm_url else list(dict.fromkeys([config.model, *KNOWN_MODELS])))
@@ -259,6 +377,27 @@ def build_app(
                         label="Model",
                         elem_id="model",
                     )
+                    gr.Markdown("Only papers that match every filter given (empty: no filter):")
+                    with gr.Row():
+                        year_from = gr.Number(None, label="Year from", precision=0, elem_id="year-from")
+                        year_to = gr.Number(None, label="Year to", precision=0, elem_id="year-to")
+                    author = gr.Textbox(
+                        label="Author (any of; separate with ;)", placeholder="Hinton; LeCun", elem_id="author"
+                    )
+                    venue = gr.Textbox(label="Venue contains", placeholder="NeurIPS", elem_id="venue")
+                    source = gr.Textbox(label="Corpus file (a name or a glob)", placeholder="*.bib", elem_id="source")
+                with gr.Accordion("Cited references", open=False, elem_id="refsbox"):
+                    with gr.Row():
+                        ref_format = gr.Radio(
+                            list(EXPORT_LABELS), value="BibTeX", show_label=False, elem_id="ref-format", scale=2
+                        )
+                        download = gr.DownloadButton(
+                            "Download the last answer's references",
+                            value=None,
+                            interactive=False,
+                            elem_id="download-refs",
+                            scale=1,
+                        )
                 with gr.Accordion("Copy answer with references", open=False, elem_id="copybox"):
                     copy = gr.Textbox(
                         show_label=False, lines=6, buttons=["copy"], interactive=False, elem_id="copytext"
@@ -266,11 +405,44 @@ def build_app(
             with gr.Column(scale=2):
                 gr.Markdown("### Evidence")
                 evidence = gr.HTML(evidence_html((), ()), elem_id="evidence")
+                if library is not None:
+                    with gr.Accordion("Add papers", open=False, elem_id="addpapers"):
+                        gr.Markdown(
+                            "Add your own papers: a BibTeX (.bib), RIS (.ris), CSL-JSON (.json), JSONL, CSV or "
+                            f"listing (.txt) file, at most {UPLOAD_MAX_BYTES // 2**20} MB each. Entries need a "
+                            "title and an abstract. The next question uses them; no restart needed."
+                        )
+                        upload = gr.File(
+                            file_count="multiple",
+                            file_types=list(UPLOAD_SUFFIXES),
+                            type="filepath",
+                            label="Files to add",
+                            elem_id="upload",
+                        )
+                        add = gr.Button("Add to the collection", elem_id="add-papers")
+                        add_status = gr.HTML(status_html(library.status()), elem_id="add-status")
 
         async def handler(
-            message: str, chat_v: list[dict[str, Any]], hist: list[Answer], k: int, m: str, s: bool, mdl: str
+            message: str,
+            chat_v: list[dict[str, Any]],
+            hist: list[Answer],
+            k: int,
+            m: str,
+            s: bool,
+            mdl: str,
+            y_from: Any = None,
+            y_to: Any = None,
+            who: Any = None,
+            where: Any = None,
+            src: Any = None,
         ) -> AsyncIterator[tuple[Any, ...]]:
             problem = request_problem(k, m, mdl, choices)
+            filters: dict[str, Any] = {}
+            if problem is None:
+                try:
+                    filters = filters_from(y_from, y_to, who, where, src)
+                except FilterError as exc:
+                    problem = str(exc)
             if problem is not None:
                 error = [*(chat_v or []), {"role": "assistant", "content": f"⚠️ {escape_md(problem)}"}]
                 yield error, evidence_html((), ()), "error", "", hist, ""
@@ -286,22 +458,58 @@ def build_app(
                         shown = turn.ahead
                         yield waiting_view(message, chat_v, hist, shown)
                     await turn.wait_async(timeout=1.0)
-                steps = respond(get_answerer, message, chat_v, hist, int(float(k)), m, bool(s), mdl)
+                steps = respond(get_answerer, message, chat_v, hist, int(float(k)), m, bool(s), mdl, filters)
                 async for out in iterate_in_thread(steps):
                     yield out
             finally:
                 turn.release()
 
         outputs = [chat, evidence, status, copy, history, box]
-        inputs = [box, chat, history, top_k, mode, strict, model]
+        inputs = [box, chat, history, top_k, mode, strict, model, year_from, year_to, author, venue, source]
         # One generation at a time, in the queue shared with the HTTP API (not Gradio's: API calls
         # must wait in the same line), so Gradio runs every chat event at once and each waits there.
         # show_progress="minimal": the chat and status line show progress themselves; Gradio's animated
         # overlay costs CPU that the model needs on a 2-core machine.
         events: dict[str, Any] = dict(concurrency_limit=None, show_progress="minimal")
+
         # One API endpoint, /ask (for scripts and the load test); the button is the same call.
-        box.submit(handler, inputs, outputs, api_name="ask", **events)
-        send.click(handler, inputs, outputs, api_visibility="private", **events)
+        def refs_button(hist: list[Answer], label: str) -> Any:
+            path = references_file(hist or [], label)
+            return gr.update(value=path, interactive=path is not None)
+
+        refs_args: dict[str, Any] = dict(queue=False, api_visibility="private")
+        box.submit(handler, inputs, outputs, api_name="ask", **events).then(
+            refs_button, [history, ref_format], download, **refs_args
+        )
+        send.click(handler, inputs, outputs, api_visibility="private", **events).then(
+            refs_button, [history, ref_format], download, **refs_args
+        )
+        ref_format.change(refs_button, [history, ref_format], download, **refs_args)
+        if library is not None:
+            lib = library
+
+            async def add_papers(files: list[Any] | None, mdl: str) -> AsyncIterator[tuple[str, Any]]:
+                try:
+                    uploads = await anyio.to_thread.run_sync(read_uploads, files or [])
+                    status = lib.add(uploads, model=mdl if mdl in choices else None)
+                except RagError as exc:  # a wrong file, or a build already running
+                    yield f'<div class="add-status" data-state="refused">⚠️ {html.escape(str(exc))}</div>', None
+                    return
+                yield status_html(status), None
+                while status.running:
+                    await asyncio.sleep(0.5)
+                    status = lib.status()
+                    yield status_html(status), gr.update()
+
+            # Not in the model's queue: a build runs beside the answers, and a second upload is refused at once.
+            add.click(
+                add_papers,
+                [upload, model],
+                [add_status, upload],
+                concurrency_limit=None,
+                show_progress="minimal",
+                api_visibility="private",
+            )
         clear.click(
             lambda: ([], evidence_html((), ()), "", "", [], ""), None, outputs, queue=False, api_visibility="private"
         )

@@ -45,14 +45,15 @@ def _add_server_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rag.store import read_manifest
-    from ui.app import default_factory
+    from ui.library import Library
     from ui.server import check_bind, create_app, credentials_from, run_server
 
     credentials = credentials_from(args.auth)
     check_bind(args.host, credentials, args.no_auth)
     cfg = config_from_args(args, index_dir="index", model="model", llm_url="llm_url")
     read_manifest(cfg.index_dir)  # a missing index is reported now, with how to build it
-    app = create_app(cfg, default_factory(cfg), chat=args.chat, credentials=credentials, host=args.host)
+    # A Library: the answerers of the chat and the API, over an index the chat can add papers to.
+    app = create_app(cfg, Library(cfg), chat=args.chat, credentials=credentials, host=args.host)
     # Load index, embedder and model while the page opens; /api/health shows the progress.
     threading.Thread(target=app.state.service.warm_up, daemon=True).start()
     shown = f"[{args.host}]" if ":" in args.host else args.host

@@ -18,6 +18,7 @@ MAX_QUESTION_CHARS = 5000
 MAX_ANSWER_CHARS = 20_000
 MAX_HISTORY_TURNS = 20
 MAX_FILTER_IDS = 100
+MAX_FILTER_VALUES = 20
 MAX_ID_CHARS = 300
 TOP_K_MAX = 8
 SEARCH_K_MAX = 50
@@ -42,8 +43,11 @@ class Turn(_Request):
 
 
 class Filters(_Request):
-    """Restrict the papers an answer may use. Applied to the best candidates of each retriever
-    (40 chunks each by default): a paper that neither retriever ranks that high is not found."""
+    """Restrict the papers an answer may use. The metadata filters (years, author, venue, source
+    file) are applied before retrieval ranks anything, so the top k is filled from matching
+    papers; a filter no paper matches gives a refused answer with `refusal_code`
+    "no-paper-matches-filters". `paper_ids` is applied to the best candidates of each retriever
+    (40 chunks each by default): a listed paper that neither ranks that high is not found."""
 
     paper_ids: list[str] | None = Field(
         default=None,
@@ -52,6 +56,20 @@ class Filters(_Request):
     )
     year_min: int | None = Field(default=None, ge=0, le=9999, description="only papers from this year on")
     year_max: int | None = Field(default=None, ge=0, le=9999, description="only papers up to this year")
+    author: list[str] | None = Field(
+        default=None,
+        max_length=MAX_FILTER_VALUES,
+        description='only papers by one of these authors ("Hinton", "G. Hinton"; every word must be a word of '
+        "one author's name, case and accents ignored)",
+    )
+    venue: list[str] | None = Field(
+        default=None, max_length=MAX_FILTER_VALUES, description="only papers whose venue contains one of these"
+    )
+    source: list[str] | None = Field(
+        default=None,
+        max_length=MAX_FILTER_VALUES,
+        description='only papers read from one of these corpus files (a name or a glob: "*.bib")',
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Filters:
@@ -60,11 +78,27 @@ class Filters(_Request):
         for pid in self.paper_ids or ():
             if not pid or len(pid) > MAX_ID_CHARS:
                 raise ValueError(f"a paper id must be 1 to {MAX_ID_CHARS} characters")
+        for values in (self.author, self.venue, self.source):
+            for value in values or ():
+                if not value.strip() or len(value) > MAX_ID_CHARS:
+                    raise ValueError(f"an author, venue or source must be 1 to {MAX_ID_CHARS} characters")
         return self
 
     @property
     def empty(self) -> bool:
-        return self.paper_ids is None and self.year_min is None and self.year_max is None
+        return all(
+            v is None for v in (self.paper_ids, self.year_min, self.year_max, self.author, self.venue, self.source)
+        )
+
+    def metadata(self) -> dict[str, object]:
+        """The metadata filters in ``rag.filters`` form (empty when none is given)."""
+        out: dict[str, object] = {}
+        if self.year_min is not None or self.year_max is not None:
+            out["year"] = (self.year_min, self.year_max)
+        for key in ("author", "venue", "source"):
+            if getattr(self, key):
+                out[key] = list(getattr(self, key))
+        return out
 
 
 class AskRequest(_Request):
@@ -136,6 +170,21 @@ class SourceOut(_Record):
     withheld: list[str] = Field(description="sentences kept out of the prompt (instructions to an AI model)")
 
 
+class ReferenceOut(_Record):
+    """How to cite a paper: one line of text, a link, and the metadata behind them."""
+
+    text: str = Field(
+        description='"Author et al. (year). Title. Venue." (title and corpus file when nothing better is known)'
+    )
+    link: str | None = Field(description="the DOI link, else the arXiv page, else the paper's URL")
+    authors: list[str]
+    year: int | None
+    venue: str | None
+    doi: str | None
+    arxiv_id: str | None
+    citation_key: str | None
+
+
 class CitationOut(_Record):
     """A paper the answer cites, numbered 1..n in order of first use."""
 
@@ -146,6 +195,7 @@ class CitationOut(_Record):
     evidence: list[str] = Field(description="the abstract sentences that back the claims citing it")
     score: float
     prompt_n: int = Field(description="the number the paper had in the prompt")
+    reference: ReferenceOut | None = Field(default=None, description="the paper's reference (known for cited papers)")
 
 
 class SentenceOut(_Record):

@@ -32,6 +32,7 @@ from rag.config import RagConfig
 from rag.errors import ConfigError
 from ui.api import AnswererFactory, ApiService, build_router, install_error_handlers
 from ui.gate import ModelQueue
+from ui.library import UPLOAD_MAX_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -167,9 +168,10 @@ def create_app(
             accepted. ``None`` accepts any Host (tests).
         models: the models the chat page offers (default: the configured and bundled ones).
     """
-    from ui.app import default_factory
+    from ui.library import Library
 
-    factory = factory or default_factory(config)
+    # The default factory is a Library: the chat app's "Add papers" swaps its index for both sides.
+    factory = factory or Library(config)
     queue = queue or ModelQueue()
     service = ApiService(config, factory, queue)
     app = FastAPI(
@@ -182,7 +184,9 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
-        max_body_size=MAX_REQUEST_BYTES,
+        # The chat's uploads ("Add papers") are the largest requests; the API routes keep their own,
+        # much lower limit.
+        max_body_size=max(MAX_REQUEST_BYTES, UPLOAD_MAX_BYTES + 64 * 1024) if chat else MAX_REQUEST_BYTES,
         # No OpenTelemetry exporter even if the environment configures one: nothing leaves the machine.
         telemetry={"auto_configure": False},
     )
@@ -205,7 +209,7 @@ def create_app(
             auth=(credentials.user, credentials.password) if credentials else None,
             css=CSS,
             show_error=False,
-            max_file_size=MAX_REQUEST_BYTES,
+            max_file_size=UPLOAD_MAX_BYTES,
             # Runs are kept only in the page; nothing offers to upload them anywhere.
             run_history=False,
             mcp_server=False,
