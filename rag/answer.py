@@ -87,6 +87,11 @@ _NOT_TOPIC = frozenset(content_words("collection corpus find findings papers wor
 _YES_NO = re.compile(r"^\s*(do|does|did|can|could|is|are|was|were|has|have|will|would|should)\b", re.IGNORECASE)
 
 
+def norm_words(text: str) -> set[str]:
+    """Lower-cased words of ``text`` with punctuation removed ("SN-Net" -> {"snnet"})."""
+    return {re.sub(r"[^0-9a-z]", "", w.lower()) for w in text.split()} - {""}
+
+
 def renumbered(
     sentences: Sequence[AnswerSentence], citations: Sequence[Citation]
 ) -> tuple[list[AnswerSentence], list[Citation]]:
@@ -617,18 +622,26 @@ class Answerer:
         self, question: str, sentences: list[AnswerSentence], citations: list[Citation], sources: Sequence[Source]
     ) -> tuple[list[AnswerSentence], list[Citation]]:
         """A comparison: one line per compared paper, naming it and quoting the two sentences of its
-        abstract closest to what the question compares, then the model's contrast. Only the
-        model's sentences that cite both papers and are supported are kept: a one-paper sentence
-        of a comparison too often gives one paper's detail to the other."""
+        abstract closest to what the question compares, then the model's supported sentences about
+        the compared papers. A sentence that cites one paper but names the other is dropped: in a
+        comparison the model too often gives one paper's detail to the other."""
         compared = self.compared(question, sources)
         ids = {src.paper_id for src in compared}
         by_n = {c.n: c.paper_id for c in citations}
         number = {src.paper_id: 100 + src.n for src in compared}  # renumbered below
-        contrast = [
-            replace(s, citations=tuple(number[by_n[n]] for n in s.citations))
-            for s in sentences
-            if s.supported and len(ids) == 2 and {by_n.get(n) for n in s.citations} == ids
-        ]
+        names = {src.paper_id: norm_words(short_title(src.title)) for src in compared}
+
+        def kept(s: AnswerSentence) -> bool:
+            cited = {by_n.get(n) for n in s.citations}
+            if not s.supported or not cited or not cited <= ids:
+                return False
+            if cited == ids:
+                return True  # the contrast
+            (pid,) = cited  # about one paper: kept unless it names the other one
+            said = norm_words(s.text)
+            return not any(name and name <= said for other, name in names.items() if other != pid)
+
+        contrast = [replace(s, citations=tuple(number[by_n[n]] for n in s.citations)) for s in sentences if kept(s)]
         aspect = compare_aspect(question)
         vector = self.index.query_vector(aspect)
         lines: list[AnswerSentence] = []

@@ -27,9 +27,9 @@ _WHICH_PAPER = re.compile(
     r"|^\s*(name|find)\s+(a|the)\s+(paper|work|study)\b",
     re.IGNORECASE,
 )
-_COMPARE = re.compile(
-    r"\b(differ|differs|difference|differences|compare|compared|comparison|contrast|versus|vs\.?)\b", re.IGNORECASE
-)
+# "compared" and "comparison" are left out: "Among the five classifiers compared for ..., which
+# one ...?" asks for a fact, not for a comparison of two papers.
+_COMPARE = re.compile(r"\b(differ|differs|difference|differences|compare|contrast|versus|vs\.?)\b", re.IGNORECASE)
 
 
 def question_form(question: str) -> str:

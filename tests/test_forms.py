@@ -33,6 +33,8 @@ CONFIG = {"min_relevance": 0.05, "top_k": 3}
         ("Is there a paper that detects owls at night?", "which-paper"),
         ("How do quantum widgets and gradient gardening differ in what they remove?", "compare"),
         ("How many thermal images are in OwlSet?", "fact"),
+        ("Among the five classifiers compared for owl logs, which one was the most accurate?", "fact"),
+        ("How does OwlNet compare to gradient gardening on night images?", "compare"),
         ("Does Tiny Owl run on a laptop?", "fact"),
     ],
 )
@@ -191,19 +193,28 @@ def test_noun_citation_holes_never_reach_the_answer(fake_index) -> None:  # type
 
 def test_compare_answers_name_each_compared_paper(fake_index) -> None:  # type: ignore[no-untyped-def]
     question = "How do quantum widgets and gradient gardening differ in what they remove?"
-    reply = "Gradient gardening removes 90% of the weights of ResNet-50 on ImageNet [1]."
-    ans = Answerer(CONFIG, index=fake_index, generator=FakeGenerator(reply)).ask(question)
+    reply = ["Nothing yet."]
+    answerer = Answerer(CONFIG, index=fake_index, generator=FakeGenerator(lambda messages: reply[0]))
+    first = answerer.ask(question)
+    garden = next(s.n for s in first.sources if s.title.startswith("Gradient Gardening"))
+    widgets = next(s.n for s in first.sources if s.title.startswith("Quantum Widgets"))
+    said = "Gradient gardening removes 90% of the weights of ResNet-50 on ImageNet"
+    reply[0] = f"{said} [{garden}]. {said} [{widgets}]."  # the second gives one paper's detail to the other
+    ans = answerer.ask(question)
     assert ans.form == "compare" and not ans.refused
     top2 = {s.paper_id for s in ans.sources[:2]}
     assert top2 <= {c.paper_id for c in ans.citations}  # both compared papers are named and cited
     assert [c.n for c in ans.citations] == list(range(1, len(ans.citations) + 1))
     for sentence in ans.sentences:
         assert all(1 <= n <= len(ans.citations) for n in sentence.citations)
-    assert ans.text.count("[1]") >= 1 and ans.text.count("[2]") >= 1
-    # One line per compared paper, quoting its abstract; the model's one-paper sentence is not kept
-    # (in a comparison it too often gives one paper's detail to the other).
-    assert len(ans.sentences) == 2 and all(s.verdict == "quote" for s in ans.sentences)
-    for sentence, citation in zip(ans.sentences, ans.citations, strict=True):
+    # One line per compared paper, quoting its abstract, then the model's supported sentence about
+    # one paper; the misattributed one is not shown.
+    quotes, rest = ans.sentences[:2], ans.sentences[2:]
+    assert all(s.verdict == "quote" for s in quotes) and len(rest) == 1
+    by_n = {c.n: c for c in ans.citations}
+    assert rest[0].text.startswith("Gradient gardening") and by_n[rest[0].citations[0]].title.startswith("Gradient")
+    for sentence in quotes:
+        citation = by_n[sentence.citations[0]]
         abstract = fake_index.papers[citation.paper_id].abstract
         assert sentence.text.startswith(f"\u201c{citation.title}\u201d: ")
         assert all(quote in abstract for quote in citation.evidence) and len(citation.evidence) <= 2
