@@ -37,9 +37,9 @@ def test_escape_md_neutralises_html_and_markdown() -> None:
 
 def test_answer_markdown_links_citations_and_marks_unsupported() -> None:
     md = answer_markdown(make_answer())
-    assert "It has 37 prototypes\\. **[\\[1\\]](#ref-1)**" in md
-    assert "⚠️ _It is green\\._ **[not supported by the sources]**" in md
-    assert '1. <a id="ref-1"></a>**' in md and "“It has &lt;b&gt;37&lt;/b&gt; prototypes\\.”" in md
+    assert "It has 37 prototypes\\. **[\\[1\\]](#t1-ref-1)**" in md
+    assert "⚠️ _It is green\\._ **[not supported: no source backs it]**" in md
+    assert '1. <a id="t1-ref-1"></a>**' in md and "“It has &lt;b&gt;37&lt;/b&gt; prototypes\\.”" in md
     assert "<script>" not in md and "](http" not in md
 
 
@@ -56,7 +56,7 @@ def test_evidence_panel_escapes_and_highlights() -> None:
     for html in (before, after):
         assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;37" in html
     assert "cited as [1]" not in before and "Source 1" in before
-    assert 'id="ev-1"' in after and "cited as [1]" in after and "ev-sent ev-backs" in after
+    assert 'id="ev-1-1"' in after and "cited as [1]" in after and "ev-sent ev-backs" in after
     assert "No evidence yet" in evidence_html((), ())
 
 
@@ -86,7 +86,7 @@ def test_respond_streams_evidence_then_text_then_verified_answer(fake_index) -> 
     first_token_step = next(i for i, c in enumerate(chats) if "▍" in c[-1]["content"])
     assert evidence_step < first_token_step
     final_chat, final_evidence, status, copy, history, box = steps[-1]
-    assert "**[\\[1\\]](#ref-1)**" in final_chat[-1]["content"] and "Tiny Owls" in final_chat[-1]["content"]
+    assert "**[\\[1\\]](#t1-ref-1)**" in final_chat[-1]["content"] and "Tiny Owls" in final_chat[-1]["content"]
     assert "cited as [1]" in final_evidence and "sentences verified" in status
     assert copy.startswith("OwlSet has 12,000") and len(history) == 1 and box == ""
 
@@ -147,4 +147,4 @@ def test_list_answers_render_as_lists_and_flags_carry_their_reason() -> None:
             AnswerSentence("It is green.", (), False, issues=("[1] does not mention green",), verdict="unsupported"),
         ),
     )
-    assert "not supported by the sources: \\[1\\] does not mention green" in answer_markdown(flagged)
+    assert "not supported: green is not named in “" in answer_markdown(flagged)
