@@ -148,3 +148,48 @@ def test_list_answers_render_as_lists_and_flags_carry_their_reason() -> None:
         ),
     )
     assert "not supported: green is not named in “" in answer_markdown(flagged)
+
+
+def test_streaming_view_shows_verified_sentences_then_a_dimmed_escaped_tail() -> None:
+    from ui.format import streaming_markdown
+
+    answer = make_answer()
+    done = (answer.sentences[0], None, answer.citations)
+    flagged = (AnswerSentence("It is green.", (), False), "the number 5 is not in “A”", ())
+    raw = "It has 37 prototypes [1]. It is green [1]. <b>Next</b> [click](http://evil.example)"
+    md = streaming_markdown(raw, [done, flagged], raw_end=raw.index("<b>"), turn=3)
+    assert md.startswith("It has 37 prototypes\\. **[\\[1\\]](#t3-ref-1)** ⚠️ _It is green\\._")
+    assert "**[not supported: the number 5 is not in “A”]**" in md
+    assert '<span class="rag-tail">&lt;b&gt;Next&lt;/b&gt; \\[click\\]\\(http://evil\\.example\\)</span> ▍' in md
+    assert '1. <a id="t3-ref-1"></a>' in md and "<b>" not in md and "](http" not in md
+
+
+def test_chat_shows_the_rewritten_question_a_cut_warning_and_a_late_refusal(fake_index) -> None:  # type: ignore[no-untyped-def]
+    from rag.prompts import REWRITE_SYSTEM
+
+    def reply(messages):  # type: ignore[no-untyped-def]
+        if messages[0]["content"] == REWRITE_SYSTEM:
+            return "How fast does the Tiny Owl detector run on a laptop CPU?"
+        return "Tiny Owl runs at 95 frames per second on a phone [1]."
+
+    answerer = Answerer(
+        {"min_relevance": 0.05, "max_question_chars": 60, "extractive_fallback": False},
+        index=fake_index,
+        generator=FakeGenerator(reply),
+    )
+    first = list(respond(lambda m: answerer, "How many thermal images are in OwlSet?", [], [], 3, "hybrid", False, "x"))
+    steps = list(
+        respond(lambda m: answerer, "How fast does it run?", first[-1][0], first[-1][4], 3, "hybrid", False, "x")
+    )
+    searched = "Searched as: “How fast does the Tiny Owl detector run on a laptop CPU?”"
+    evidence_step = next(s for s in steps if "Source 1" in s[1])
+    assert searched in evidence_step[0][-1]["content"].replace("\\", "")  # shown before the model writes
+    # The unsupported sentence was shown with its reason; the refusal says it came after checking.
+    assert any("not supported: the number 95" in s[0][-1]["content"] for s in steps[:-1])
+    final = steps[-1][0][-1]["content"]
+    assert "Refused after checking" in final and searched in final.replace("\\", "")
+    long = "How many thermal images of animals at night are in OwlSet " + "really " * 20 + "?"
+    cut = list(respond(lambda m: answerer, long, [], [], 3, "hybrid", False, "x"))
+    assert (
+        "only the first 60 were used" in cut[1][0][-1]["content"] and "only the first 60" in cut[-1][0][-1]["content"]
+    )
