@@ -258,10 +258,20 @@ def test_real_model_in_the_browser(browser, real_index, tmp_path: Path) -> None:
             evidence_s = time.perf_counter() - start
             page.wait_for_function("document.querySelector('#chat').innerText.includes('▍')", timeout=120_000)
             first_token_s = time.perf_counter() - start
-            page.wait_for_function("document.querySelector('#chat').innerText.includes('References')", timeout=180_000)
+            page.wait_for_function(
+                "/sentences? checked|sentences verified/.test(document.querySelector('#status').innerText)",
+                timeout=180_000,
+            )
+            first_sentence_s = time.perf_counter() - start
+            page.wait_for_function(
+                "document.querySelector('#status').innerText.includes('sentences verified')", timeout=180_000
+            )
             chat = page.locator("#chat").inner_text()
-            assert "67,760" in chat and "8-Calves Image dataset" in chat
-            (tmp_path / "timings.txt").write_text(f"evidence {evidence_s:.2f} s, first token {first_token_s:.2f} s\n")
+            assert "67,760" in chat and "8-Calves Image dataset" in chat and "References" in chat
+            (tmp_path / "timings.txt").write_text(
+                f"evidence {evidence_s:.2f} s, first token {first_token_s:.2f} s, "
+                f"first verified sentence {first_sentence_s:.2f} s\n"
+            )
             page.screenshot(path=str(tmp_path / "real.png"), full_page=True)
 
         with_screenshot(page, tmp_path, check)

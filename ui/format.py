@@ -255,6 +255,7 @@ def status_line(answer: Answer | None, *, phase: str = "") -> str:
         ("retrieve", "retrieval"),
         ("to_evidence", "evidence"),
         ("first_token", "first token"),
+        ("first_sentence", "first verified sentence"),
         ("total", "total"),
     ):
         if key in t:
