@@ -197,6 +197,70 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fake_screenshot(path: Path, delay_s: float = 0.15) -> None:
+    """A screenshot of a streamed answer with one supported and one unsupported sentence, taken
+    mid-stream from the chat app with a fake model (the bundled test listing, the hashing embedder,
+    a fixed reply written word by word): for when the real model wrote no unsupported sentence."""
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    from index_build.build import build_index
+    from rag.answer import Answerer
+    from rag.config import get_config
+    from rag.llm import FakeGenerator, Message
+    from rag.models import HashEmbedder
+    from rag.store import open_index
+    from ui.app import CSS, build_app
+
+    reply = (
+        "OwlSet has 12,000 thermal images of animals at night [1]. "
+        "Tiny Owl runs at 95 frames per second on a phone [1]. Tiny Owl reaches 61.3 mAP on OwlSet [1]."
+    )
+
+    class Slow(FakeGenerator):
+        def stream(self, messages: Sequence[Message], *, max_tokens: int) -> Iterator[str]:
+            for piece in super().stream(messages, max_tokens=max_tokens):
+                time.sleep(delay_s)
+                yield piece
+
+    with tempfile.TemporaryDirectory(prefix="bench-shot-") as tmp:
+        embedder = HashEmbedder(dimension=64, max_tokens=256)
+        cfg = get_config(
+            {
+                "index_dir": Path(tmp) / "index",
+                "corpus": [ROOT / "tests" / "data" / "listing_plain.txt"],
+                "progress": False,
+                "top_k": 3,
+                "min_relevance": 0.05,
+            }
+        )
+        build_index(cfg, embedder=embedder)
+        answerer = Answerer(cfg, index=open_index(cfg.index_dir, embedder), generator=Slow(reply))
+        port = free_port()
+        app = build_app(cfg, lambda model: answerer, models=["fake"])
+        app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, css=CSS, quiet=True)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(f"http://127.0.0.1:{port}/")
+                box = page.locator("#question textarea")
+                box.fill("How many thermal images of animals at night are in OwlSet?")
+                box.press("Enter")
+                # The unsupported sentence is marked and the next one is still being written.
+                page.wait_for_function(
+                    "(() => { const t = document.querySelector('.rag-tail');"
+                    " return document.querySelector('#chat').innerText.includes('not supported:')"
+                    " && t && t.textContent.split(' ').length >= 4; })()",
+                    timeout=60_000,
+                )
+                page.screenshot(path=str(path), full_page=True)
+                browser.close()
+        finally:
+            threading.Thread(target=app.close, daemon=True).start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.streaming", description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=6, help="questions from the dev split (default 6)")
@@ -208,8 +272,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the commit whose chat app is the baseline: the merge base of this branch and it (default main)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--fake-screenshot",
+        action="store_true",
+        help="only take the mid-stream screenshot with a fake model (no real model, no timings)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.fake_screenshot:
+        shot = args.out / f"streaming-{date.today().isoformat()}-fake-midstream.png"
+        fake_screenshot(shot)
+        print(f"wrote {shot}")
+        return 0
     from playwright.sync_api import sync_playwright
 
     questions = dev_questions(args.limit)
