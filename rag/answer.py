@@ -409,7 +409,11 @@ class Answerer:
         # Each sentence is verified once the next one starts; it goes out before the token that
         # completed it, so a reader never sees a finished sentence without its verdict.
         checker = (
-            SentenceStream(lambda done: self.verify(standalone, done, sources, form, cfg), sources)
+            SentenceStream(
+                lambda done: self.verify(standalone, done, sources, form, cfg),
+                sources,
+                name_paper=form == "which-paper" and cfg.answer_forms,
+            )
             if cfg.verify
             else None
         )

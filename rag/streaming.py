@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from rag.citations import MARKER, strip_citations
+from rag.citations import MARKER, render_sentence, strip_citations
 from rag.forms import short_title
 from rag.text import sentence_spans
 from rag.types import Answer, AnswerSentence, Citation, Source
@@ -83,14 +83,18 @@ class SentenceStream:
     """Feed the model's pieces; get back each sentence once it is complete and verified.
 
     ``verify`` verifies a text (complete sentences only) and returns the verifier's result;
-    ``sources`` are the prompt's numbered sources (for the reasons' paper names).
+    ``sources`` are the prompt's numbered sources (for the reasons' paper names). ``name_paper``
+    (a "which paper" question): the paper the first supported sentence cites is named before it,
+    as the final answer does ("The paper is “...”."), unless that sentence already names it.
     """
 
-    def __init__(self, verify: VerifyFn, sources: Sequence[Source]) -> None:
+    def __init__(self, verify: VerifyFn, sources: Sequence[Source], *, name_paper: bool = False) -> None:
         self._verify = verify
         self._sources = {s.n: s for s in sources}
+        self._name_paper = name_paper
         self.raw = ""
         self._done_at = 0  # characters of raw already verified
+        self._taken = 0  # the verifier's sentences already shown
         self.shown: list[Checked] = []
 
     def feed(self, piece: str) -> list[Checked]:
@@ -116,17 +120,30 @@ class SentenceStream:
         verified = self._verify(text)
         by_n = {c.n: c for c in verified.citations}
         out = []
-        for sentence in verified.sentences[len(self.shown) :]:
-            checked = Checked(
-                index=len(self.shown),
-                sentence=sentence,
-                cited=tuple(by_n[n] for n in sentence.citations if n in by_n),
-                reason=reason_words(sentence, self._sources),
-                raw_end=cut,
-            )
+        for sentence in verified.sentences[self._taken :]:
+            self._taken += 1
+            cited = tuple(by_n[n] for n in sentence.citations if n in by_n)
+            if self._name_paper and sentence.supported and cited:
+                self._name_paper = False
+                named = self._naming(cited[0], [*(c.sentence for c in self.shown), sentence], cut)
+                if named is not None:
+                    self.shown.append(named)
+                    out.append(named)
+            checked = Checked(len(self.shown), sentence, cited, reason_words(sentence, self._sources), cut)
             self.shown.append(checked)
             out.append(checked)
         return out
+
+    def _naming(self, citation: Citation, sentences: Sequence[AnswerSentence], cut: int) -> Checked | None:
+        """The system's sentence naming the paper a "which paper" answer cites (as
+        ``Answerer.compose`` writes it), or None when the sentences already name it."""
+        name = short_title(citation.title).strip("\u201c\u201d").lower()
+        if name in " ".join(s.text for s in sentences).lower():
+            return None
+        body = f"The paper is \u201c{citation.title}\u201d."
+        shown = render_sentence(body, (citation.n,))
+        sentence = AnswerSentence(body, (citation.n,), True, shown=shown, verdict="system")
+        return Checked(len(self.shown), sentence, (citation,), None, cut)
 
     def __iter__(self) -> Iterator[Checked]:
         return iter(self.shown)

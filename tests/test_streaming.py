@@ -125,3 +125,16 @@ def test_reasons_are_plain_words(verdict: str, issues: tuple[str, ...], expected
     reason = reason_words(sentence, {2: source(2, "Tiny Owls: Nocturnal Object Detection with Thermal Cameras")})
     assert reason is not None and reason.startswith(expected)
     assert reason_words(AnswerSentence("A claim.", (1,), True, verdict="supported"), {}) is None
+
+
+def test_a_which_paper_answer_names_the_paper_as_it_streams(fake_index) -> None:  # type: ignore[no-untyped-def]
+    answerer = Answerer(
+        CONFIG, index=fake_index, generator=FakeGenerator("It collects 12,000 thermal images of animals at night [1].")
+    )
+    events = list(answerer.stream("Which paper detects animals at night with thermal cameras?"))
+    shown = [e for e in events if isinstance(e, SentenceEvent)]
+    answer = events[-1].answer
+    assert answer.form == "which-paper" and [s.verdict for s in shown] == ["system", "supported"]
+    assert shown[0].text == "The paper is “Tiny Owls: Nocturnal Object Detection with Thermal Cameras” [1]."
+    assert [s.text for s in shown] == [s.shown for s in answer.sentences]  # the final answer only confirms
+    assert final_note([s.sentence for s in shown], answer) is None
