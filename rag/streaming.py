@@ -184,7 +184,9 @@ def reason_words(sentence: AnswerSentence, sources: Mapping[int, Source]) -> str
                 f"the {word} {values} {'are' if word == 'numbers' else 'is'} not in {_paper(m.group(1), sources)}"
             )
         elif m := _MISSING_NAMES.match(issue):
-            reasons.append(f"{m.group(2)} is not named in {_paper(m.group(1), sources)}")
+            names = ", ".join(f"\u201c{n}\u201d" for n in m.group(2).split(", "))
+            verb = "are" if "," in m.group(2) else "is"
+            reasons.append(f"{names} {verb} not named in {_paper(m.group(1), sources)}")
         elif m := _NOT_BACKED.match(issue):
             reasons.append(f"{_paper(m.group(1), sources)} does not back it")
         elif m := _NOT_A_SOURCE.match(issue):

@@ -109,7 +109,12 @@ def source(n: int, title: str) -> Source:
     [
         ("unsupported", ("[2] does not contain 95",), "the number 95 is not in “Tiny Owls”"),
         ("unsupported", ("[2] does not contain 5, 95",), "the numbers 5, 95 are not in “Tiny Owls”"),
-        ("unsupported", ("[2] does not mention owlnet",), "owlnet is not named in “Tiny Owls”"),
+        (
+            "unsupported",
+            ("[2] does not mention owlnet, zebranet",),
+            "“owlnet”, “zebranet” are not named in “Tiny Owls”",
+        ),
+        ("unsupported", ("[2] does not mention owlnet",), "“owlnet” is not named in “Tiny Owls”"),
         (
             "unsupported",
             ("[2] does not back it (similarity 0.20, 10% of its new words found there)",),

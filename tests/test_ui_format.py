@@ -147,7 +147,7 @@ def test_list_answers_render_as_lists_and_flags_carry_their_reason() -> None:
             AnswerSentence("It is green.", (), False, issues=("[1] does not mention green",), verdict="unsupported"),
         ),
     )
-    assert "not supported: green is not named in “" in answer_markdown(flagged)
+    assert "not supported: “green” is not named in “" in answer_markdown(flagged)
 
 
 def test_streaming_view_shows_verified_sentences_then_a_dimmed_escaped_tail() -> None:
