@@ -7,7 +7,16 @@
 
 from __future__ import annotations
 
-from rag.answer import Answerer, AnswerEvent, EvidenceEvent, QuestionError, TokenEvent, ask
+from rag.answer import (
+    Answerer,
+    AnswerEvent,
+    EvidenceEvent,
+    ProgressEvent,
+    QuestionError,
+    SentenceEvent,
+    TokenEvent,
+    ask,
+)
 from rag.config import RagConfig, get_config
 from rag.errors import (
     ConfigError,
@@ -40,10 +49,12 @@ __all__ = [
     "IndexNotFoundError",
     "ModelError",
     "Paper",
+    "ProgressEvent",
     "QuestionError",
     "RagConfig",
     "RagError",
     "RetrievedPaper",
+    "SentenceEvent",
     "Source",
     "TokenEvent",
     "ask",

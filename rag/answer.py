@@ -36,6 +36,7 @@ from rag.refusal import NO_MATCHING_PAPER, NOTHING_VERIFIED, Decision, RefusalPo
 from rag.retrieve import Retriever
 from rag.store import RagIndex, open_index
 from rag.text import sentence_spans
+from rag.streaming import Checked, SentenceStream
 from rag.types import Answer, AnswerSentence, Citation, RetrievedPaper, Source
 from rag.verify import Verified, Verifier, is_refusal, numbers_in
 
@@ -126,6 +127,33 @@ class EvidenceEvent:
     retrieved: tuple[RetrievedPaper, ...]
     sources: tuple[Source, ...]
     timings: dict[str, float]
+    # What happened to the question: "only the first 1000 characters were used", ...
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """The model is reading the prompt (most of the wait on a CPU): its size and, once a prefill
+    speed has been measured on this machine (warm-up or an earlier answer), how long it takes."""
+
+    kind: ClassVar[str] = "progress"
+    prompt_tokens: int
+    estimate_s: float | None = None
+    prefill_tokens_per_s: float | None = None
+
+    @property
+    def text(self) -> str:
+        """In words: reading 450 tokens of evidence, about 4 s (no estimate before one was measured)."""
+        about = f", about {self.estimate_s:.0f} s" if self.estimate_s is not None else ""
+        return f"reading {self.prompt_tokens} tokens of evidence{about}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "estimate_s": None if self.estimate_s is None else round(self.estimate_s, 2),
+            "prefill_tokens_per_s": None if self.prefill_tokens_per_s is None else round(self.prefill_tokens_per_s, 1),
+            "text": self.text,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +165,62 @@ class TokenEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class SentenceEvent:
+    """A sentence of the model's text, verified as soon as it was complete, in its final form.
+
+    ``text`` is the sentence as shown (final citation numbers, or the unsupported mark);
+    ``citations`` its final numbers, ``cited`` their records (title, evidence); ``verdict`` as on
+    ``AnswerSentence``; ``reason`` says in plain words why it is not supported (None when it is);
+    ``raw_end`` is how many characters of the raw text (the ``TokenEvent`` pieces joined) are
+    verified: the rest is the sentence still being written.
+    """
+
+    kind: ClassVar[str] = "sentence"
+    index: int
+    text: str
+    body: str
+    citations: tuple[int, ...]
+    cited: tuple[Citation, ...]
+    verdict: str
+    supported: bool
+    reason: str | None
+    raw_end: int
+
+    @classmethod
+    def of(cls, checked: Checked) -> SentenceEvent:
+        s = checked.sentence
+        return cls(
+            checked.index,
+            s.shown or s.text,
+            s.text,
+            s.citations,
+            checked.cited,
+            s.verdict,
+            s.supported,
+            checked.reason,
+            checked.raw_end,
+        )
+
+    @property
+    def sentence(self) -> AnswerSentence:
+        """The sentence as the verifier's record (what ``answer.sentences`` holds)."""
+        return AnswerSentence(self.body, self.citations, self.supported, shown=self.text, verdict=self.verdict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "text": self.text,
+            "body": self.body,
+            "citations": list(self.citations),
+            "cited": [c.to_dict() for c in self.cited],
+            "verdict": self.verdict,
+            "supported": self.supported,
+            "reason": self.reason,
+            "raw_end": self.raw_end,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class AnswerEvent:
     """The final, verified answer."""
 
@@ -144,7 +228,7 @@ class AnswerEvent:
     answer: Answer
 
 
-Event = EvidenceEvent | TokenEvent | AnswerEvent
+Event = EvidenceEvent | ProgressEvent | TokenEvent | SentenceEvent | AnswerEvent
 
 
 def clean_question(question: str, max_chars: int) -> tuple[str, list[str]]:
@@ -197,6 +281,10 @@ class Answerer:
         self._retriever: Retriever | None = None
         self._cached: CachedEmbedder | None = None
         self._df: dict[str, int] | None = None  # document frequency of content words (list questions)
+        # Prompt tokens read per second by this answerer's model on this machine, last measured
+        # (warm-up or the previous answer; with llama.cpp's cached system prompt): the estimate
+        # behind "reading 450 tokens of evidence, about 4 s". None until measured.
+        self.prefill_tokens_per_s: float | None = None
         # Guards lazy loading only. Re-entrant: sentence_embedder may need the index first.
         self._lock = threading.RLock()
 
@@ -258,9 +346,22 @@ class Answerer:
         self.retriever.search("warm-up", 1)
         self.sentence_embedder.embed(["warm-up"])
         messages = answer_messages("warm-up", ())
+        t = time.perf_counter()
         with contextlib.closing(self.generator.stream(messages, max_tokens=1)) as stream:  # type: ignore[type-var]
             for _ in stream:
                 pass
+        self._note_prefill(self.generator.count_tokens(messages), time.perf_counter() - t)
+
+    def _note_prefill(self, prompt_tokens: int, seconds: float) -> None:
+        if prompt_tokens > 0 and seconds > 0:
+            self.prefill_tokens_per_s = prompt_tokens / seconds
+
+    def progress(self, question: str, sources: Sequence[Source], form: str, out: Generation) -> ProgressEvent:
+        """What the model is about to read (``out.prompt_tokens`` is set) and how long that takes
+        at the prefill speed last measured here."""
+        out.prompt_tokens = self.generator.count_tokens(answer_messages(question, sources, form))
+        speed = self.prefill_tokens_per_s
+        return ProgressEvent(out.prompt_tokens, out.prompt_tokens / speed if speed else None, speed)
 
     # -- the pipeline -------------------------------------------------------------------------
     def ask(
@@ -350,7 +451,7 @@ class Answerer:
             decision = policy.before_generation(retrieval.retrieved)
         if decision.refused:
             timings["evidence"] = 0.0
-            yield EvidenceEvent(standalone, retrieval.retrieved, (), dict(timings))
+            yield EvidenceEvent(standalone, retrieval.retrieved, (), dict(timings), tuple(warnings))
             timings["total"] = time.perf_counter() - start
             yield AnswerEvent(self._refusal(base, "", decision, timings, ()))
             return
@@ -359,7 +460,7 @@ class Answerer:
         sources = self.select(retrieval, form, cfg)
         timings["evidence"] = time.perf_counter() - t
         timings["to_evidence"] = time.perf_counter() - start
-        yield EvidenceEvent(standalone, retrieval.retrieved, sources, dict(timings))
+        yield EvidenceEvent(standalone, retrieval.retrieved, sources, dict(timings), tuple(warnings))
 
         if form == "list":  # one quoted line per relevant paper: verified by construction, no model
             decision = policy.for_list(retrieval.retrieved, sorted(self.topic_words(list_topic(standalone))))
@@ -372,11 +473,29 @@ class Answerer:
             return
 
         generation = Generation()
+        yield self.progress(standalone, sources, form, generation)
+        # Each sentence is verified once the next one starts; it goes out before the token that
+        # completed it, so a reader never sees a finished sentence without its verdict.
+        checker = (
+            SentenceStream(
+                lambda done: self.verify(standalone, done, sources, form, cfg),
+                sources,
+                name_paper=form == "which-paper" and cfg.answer_forms,
+            )
+            if cfg.verify
+            else None
+        )
         for piece in self.generate(standalone, sources, form, cfg, generation, start):
+            for checked in checker.feed(piece) if checker is not None else ():
+                timings.setdefault("first_sentence", time.perf_counter() - start)
+                yield SentenceEvent.of(checked)
             yield TokenEvent(piece)
         timings.update(generation.timings)
         raw = generation.text
         base["model"] = self._model_name()  # now loaded: a server's generator names its URL
+        for checked in checker.finish(raw) if checker is not None else ():
+            timings.setdefault("first_sentence", time.perf_counter() - start)
+            yield SentenceEvent.of(checked)
         extra: dict[str, Any] = dict(
             sources=sources, prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens
         )
@@ -568,10 +687,12 @@ class Answerer:
         out.completion_tokens = len(pieces)
         if first is not None and end > first and len(pieces) > 1:
             out.timings["tokens_per_s"] = (len(pieces) - 1) / (end - first)
-        out.prompt_tokens = generator.count_tokens(messages)
+        out.prompt_tokens = out.prompt_tokens or generator.count_tokens(messages)
         reported = generator.usage(messages) if isinstance(generator, ReportsUsage) else None
         if reported is not None:  # the server's own counts (a piece of a stream may hold several tokens)
             out.prompt_tokens, out.completion_tokens = reported
+        if first is not None:
+            self._note_prefill(out.prompt_tokens, first - t)
 
     def verify(self, question: str, raw: str, sources: Sequence[Source], form: str, cfg: RagConfig) -> Verified:
         """Citations used as nouns get their paper's name, then every claim is checked against

@@ -154,8 +154,9 @@ def _register_ask(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _run_ask(args: argparse.Namespace) -> int:
-    from rag.answer import Answerer, AnswerEvent, EvidenceEvent, TokenEvent
+    from rag.answer import Answerer, AnswerEvent, EvidenceEvent, ProgressEvent, SentenceEvent
     from rag.references import answer_to_dict
+    from rag.streaming import final_note
 
     answerer = Answerer(
         config_from_args(
@@ -177,25 +178,34 @@ def _run_ask(args: argparse.Namespace) -> int:
         answer = answerer.ask(args.question, filters=filters)
         print(json.dumps(answer_to_dict(answer, answerer.index.papers), indent=2, ensure_ascii=False), file=out)
         return _export(answer, args)
-    streaming = False
     answer = None
+    shown: list[SentenceEvent] = []
     for event in answerer.stream(args.question, filters=filters):
         if isinstance(event, EvidenceEvent):
+            for warning in event.warnings:  # what happened to the question, before the answer
+                print(f"warning: {warning}", file=sys.stderr)
             if event.sources:
                 print("Sources:", file=out)
                 for src in event.sources:
                     print(f"  [{src.n}] {src.title}", file=out)
                 print(file=out)
-        elif isinstance(event, TokenEvent):
-            if not streaming:
-                print("Model: ", end="", file=out)
-                streaming = True
-            print(event.text, end="", file=out, flush=True)
+        elif isinstance(event, ProgressEvent):
+            print(f"({event.text}…)", file=sys.stderr, flush=True)
+        elif isinstance(event, SentenceEvent):  # each verified sentence as soon as it is complete
+            if not shown:
+                print("Answer (each sentence checked as it is written):", file=out)
+            shown.append(event)
+            print(f"  {event.text}", file=out, flush=True)
+            if event.reason:
+                print(f"      [?] not supported: {event.reason}", file=out, flush=True)
         elif isinstance(event, AnswerEvent):
-            if streaming:
-                print("\n", file=out)
             answer = event.answer
-            _print_answer(answer, out, answerer.index.papers)
+            note = final_note([s.sentence for s in shown], answer)
+            if shown:
+                print(file=out)
+            if note:
+                print(f"Note: {note}.", file=out)
+            _print_answer(answer, out, answerer.index.papers, shown=bool(shown) and note is None)
     return _export(answer, args) if answer is not None else 0
 
 
@@ -215,9 +225,14 @@ def _export(answer: Answer, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_answer(answer: Answer, out: TextIO, papers: Mapping[str, Paper] | None = None) -> None:
+def _print_answer(
+    answer: Answer, out: TextIO, papers: Mapping[str, Paper] | None = None, *, shown: bool = False
+) -> None:
+    """The final answer, its references and timings; ``shown``: its sentences were already
+    printed as they were verified (only the references and timings follow)."""
     from rag.citations import strip_citations
     from rag.references import has_metadata, reference_link, reference_text
+    from rag.streaming import reason_words
 
     papers = papers or {}
 
@@ -225,19 +240,22 @@ def _print_answer(answer: Answer, out: TextIO, papers: Mapping[str, Paper] | Non
     label = "Verified answer" if changed and not answer.refused else "Answer"
     if answer.incomplete:  # the reply was cut off: never presented as a complete answer
         label = "INCOMPLETE answer (the model's reply was cut off; verified as far as it got)"
-    if answer.form == "list" and not answer.refused:
+        if shown:
+            print(f"{label}.", file=out)
+    if not shown and answer.form == "list" and not answer.refused:
         print(f"{label}:", file=out)
         for sentence in answer.sentences:
             print(f"  - {sentence.shown}", file=out)
-    else:
+    elif not shown:
         print(f"{label}: {answer.text}", file=out)
     if answer.refused and answer.refusal_reason:
         print(f"  (refused: {answer.refusal_reason})", file=out)
     unsupported = [s for s in answer.sentences if not s.supported]
-    if unsupported and not answer.refused:
+    if unsupported and not answer.refused and not shown:
         print("  [?] marks a sentence that no source supports:", file=out)
+        by_n = {src.n: src for src in answer.sources}
         for s in unsupported:
-            print(f"      \u201c{s.text}\u201d: {'; '.join(s.issues) or 'not supported'}", file=out)
+            print(f"      \u201c{s.text}\u201d: {reason_words(s, by_n)}", file=out)
     if answer.citations:
         print("\nReferences:", file=out)
         for c in answer.citations:
@@ -250,14 +268,14 @@ def _print_answer(answer: Answer, out: TextIO, papers: Mapping[str, Paper] | Non
             for sentence in c.evidence:
                 print(f"      \u201c{sentence}\u201d", file=out)
     t = answer.timings
-    parts = [f"{k.replace('_', ' ')} {t[k]:.1f} s" for k in ("retrieve", "first_token", "total") if k in t]
+    parts = [
+        f"{k.replace('_', ' ')} {t[k]:.1f} s" for k in ("retrieve", "first_token", "first_sentence", "total") if k in t
+    ]
     if "tokens_per_s" in t:
         parts.append(f"{t['tokens_per_s']:.1f} tokens/s")
     if answer.prompt_tokens:
         parts.append(f"prompt {answer.prompt_tokens} tokens")
     print(f"\n({'; '.join(parts)}; model {answer.model})", file=out)
-    for warning in answer.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _register_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -5,7 +5,16 @@ from collections.abc import Sequence
 
 import pytest
 
-from rag.answer import Answerer, AnswerEvent, EvidenceEvent, QuestionError, TokenEvent, repeats_itself
+from rag.answer import (
+    Answerer,
+    AnswerEvent,
+    EvidenceEvent,
+    ProgressEvent,
+    QuestionError,
+    SentenceEvent,
+    TokenEvent,
+    repeats_itself,
+)
 from rag.evidence import approx_tokens
 from rag.llm import FakeGenerator, Message
 from rag.prompts import CANNOT_ANSWER, REWRITE_SYSTEM
@@ -29,9 +38,12 @@ def test_stream_order_evidence_before_the_model(fake_index) -> None:  # type: ig
             assert gen.calls == []  # evidence is out before the model starts
         events.append(event)
     assert isinstance(events[0], EvidenceEvent) and isinstance(events[-1], AnswerEvent)
-    assert all(isinstance(e, TokenEvent) for e in events[1:-1]) and len(events) > 3
+    assert isinstance(events[1], ProgressEvent)  # what the model reads, before it writes
+    middle = events[2:-1]
+    assert all(isinstance(e, (TokenEvent, SentenceEvent)) for e in middle) and len(events) > 4
+    assert [e.text for e in middle if isinstance(e, SentenceEvent)] == [OWL_FACT]
     assert events[0].sources[0].title.startswith("Tiny Owls")
-    assert "".join(e.text for e in events[1:-1]).strip() == OWL_FACT
+    assert "".join(e.text for e in middle if isinstance(e, TokenEvent)).strip() == OWL_FACT
 
 
 def test_answer_cites_the_right_paper(fake_index) -> None:  # type: ignore[no-untyped-def]

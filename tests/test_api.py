@@ -30,8 +30,10 @@ from ui.schemas import (
     EvidenceEventOut,
     Mode,
     PaperOut,
+    ProgressEventOut,
     QueuedEvent,
     RetrievedPaperOut,
+    SentenceEventOut,
     TokenEventOut,
 )
 from ui.server import Credentials, check_bind, create_app, credentials_from
@@ -149,15 +151,23 @@ def test_stream_sends_evidence_tokens_then_the_answer(client: TestClient) -> Non
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
     events = read_events(response)
     kinds = [kind for kind, _, _ in events]
-    assert kinds[0] == "evidence" and kinds[-1] == "answer" and set(kinds[1:-1]) == {"token"}, kinds
+    assert kinds[:2] == ["evidence", "progress"] and kinds[-1] == "answer", kinds
+    assert set(kinds[2:-1]) == {"token", "sentence"}, kinds
     assert [n for _, n, _ in events] == list(range(1, len(events) + 1))
     evidence, answer = events[0][2], events[-1][2]
     EvidenceEventOut.model_validate(evidence)
     AnswerOut.model_validate(answer)
-    for _, _, data in events[1:-1]:
-        TokenEventOut.model_validate(data)
+    progress = ProgressEventOut.model_validate(events[1][2])
+    assert progress.prompt_tokens == answer["prompt_tokens"] and progress.text.startswith("reading ")
+    sentences = [SentenceEventOut.model_validate(data) for kind, _, data in events if kind == "sentence"]
+    # The verified sentences are the answer's, in its final form, with the papers they cite.
+    assert [s.text for s in sentences] == [s["shown"] for s in answer["sentences"]]
+    assert [c.paper_id for s in sentences for c in s.cited] == [c["paper_id"] for c in answer["citations"]]
+    for kind, _, data in events[2:-1]:
+        if kind == "token":
+            TokenEventOut.model_validate(data)
     assert evidence["sources"] and evidence["sources"][0]["sentences"]
-    tokens = "".join(data["text"] for _, _, data in events[1:-1])
+    tokens = "".join(data["text"] for kind, _, data in events[2:-1] if kind == "token")
     assert tokens.strip() == answer["raw_text"]
     assert {c["paper_id"] for c in answer["citations"]} <= {s["paper_id"] for s in evidence["sources"]}
     plain = client.post("/api/ask", json={"question": OWL_Q}).json()
@@ -186,7 +196,7 @@ def test_stream_reports_a_failure_after_the_start_as_an_error_event(fake_index) 
         with client.stream("POST", "/api/ask/stream", json={"question": OWL_Q}) as r:
             r.read()
         events = read_events(r)
-        assert [kind for kind, _, _ in events] == ["evidence", "token", "error"]
+        assert [kind for kind, _, _ in events] == ["evidence", "progress", "token", "error"]
         error = ErrorEventOut.model_validate(events[-1][2])
         assert error.status == 500 and "server log" in error.detail and "crashed" not in error.detail
         assert app.state.service.queue.running == 0  # the turn ended with the stream

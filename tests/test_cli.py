@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,40 @@ def test_errors_are_messages_not_tracebacks(
     assert err.startswith("error:") and "no such file" in err and "Traceback" not in err
     assert main(["search", "x", "--index", str(tmp_path / "none")]) == 1
     assert "run `rag build`" in capsys.readouterr().err
+
+
+def test_ask_prints_each_verified_sentence_while_the_model_writes(
+    fake_index, fake_embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    import rag.answer
+    from rag.llm import FakeGenerator, Message
+
+    out = io.StringIO()
+    printed_before_the_end: list[str] = []
+
+    class Watched(FakeGenerator):
+        def stream(self, messages: Sequence[Message], *, max_tokens: int) -> Iterator[str]:
+            pieces = list(super().stream(messages, max_tokens=max_tokens))
+            yield from pieces[:-1]
+            printed_before_the_end.append(out.getvalue())  # what the reader saw before the last word
+            yield pieces[-1]
+
+    reply = (
+        "OwlSet has 12,000 thermal images of animals at night [1]. "
+        "Tiny Owl runs at 95 frames per second on a phone [1]. Tiny Owl reaches 61.3 mAP on OwlSet [1]."
+    )
+    monkeypatch.setattr(rag.answer, "load_generator", lambda *a, **k: Watched(reply))
+    monkeypatch.setattr(rag.answer, "load_embedder", lambda *a, **k: fake_embedder)
+    monkeypatch.setattr(sys, "stdout", out)
+    question = "How many thermal images of animals at night are in OwlSet?"
+    assert main(["ask", question, "--index", str(fake_index.index_dir), "-k", "3"]) == 0
+    seen = printed_before_the_end[0]
+    assert "  OwlSet has 12,000 thermal images of animals at night [1]." in seen
+    assert "  Tiny Owl runs at 95 frames per second on a phone [?]." in seen
+    assert "      [?] not supported: the number 95 is not in “Tiny Owls”" in seen
+    assert "61.3" not in seen  # the last sentence is not printed before it is checked
+    text = out.getvalue()
+    assert "  Tiny Owl reaches 61.3 mAP on OwlSet [1]." in text and "References:" in text
+    assert text.count("OwlSet has 12,000 thermal images of animals at night [1].") == 1  # not printed twice

@@ -113,3 +113,17 @@ def test_cancelled_async_waiter_leaves_the_line() -> None:
     assert queue.waiting == 0
     holder.release()
     assert queue.running == 0
+
+
+def test_wait_estimate_comes_from_recent_turns() -> None:
+    queue = ModelQueue(max_waiting=4, default_turn_s=100.0)
+    running = queue.enter()
+    waiting = [queue.enter(), queue.enter()]
+    assert running.wait_s == 0.0
+    assert waiting[0].wait_s is None  # no turn has finished: no guess from a constant
+    queue._recent.extend([4.0, 6.0])  # two measured turns of 5 s on average
+    running.started = time.perf_counter() - 2.0  # the running turn is 2 s in
+    assert waiting[0].wait_s == pytest.approx(3.0, abs=0.2)  # what is left of the running turn
+    assert waiting[1].wait_s == pytest.approx(8.0, abs=0.2)  # plus one whole turn
+    for turn in (running, *waiting):
+        turn.release()

@@ -206,7 +206,7 @@ def test_eight_clients_mixing_chat_and_api_share_one_queue(index) -> None:  # ty
                                     answer = json.loads(line[6:])
                         waited = kinds.count("queued")  # they come first, while the request waits
                         assert kinds[waited] == "evidence" and kinds[-1] == "answer", kinds
-                        assert set(kinds[waited + 1 : -1]) <= {"token"}, kinds
+                        assert set(kinds[waited + 1 : -1]) <= {"progress", "token", "sentence"}, kinds
                     else:
                         response = http.post("api/ask", json={"question": question})
                         assert response.status_code == 200, response.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -77,6 +78,14 @@ def ask(page: Any, question: str) -> None:
     box.press("Enter")
 
 
+def with_screenshot(page: Any, tmp_path: Path, fn: Any) -> None:
+    try:
+        fn()
+    except Exception:
+        page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+        raise
+
+
 def watch_for_cursor(page: Any) -> None:
     """Note whether the streaming cursor ('▍') is ever shown in the chat: on a loaded machine the
     few streamed updates of the fake model can come and go between two polls of the page."""
@@ -92,14 +101,6 @@ def watch_for_cursor(page: Any) -> None:
     )
 
 
-def with_screenshot(page: Any, tmp_path: Path, fn: Any) -> None:
-    try:
-        fn()
-    except Exception:
-        page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-        raise
-
-
 def test_chat_streams_with_evidence_and_citations(browser, fake_app: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     page = browser.new_page()
     page.goto(fake_app)
@@ -110,10 +111,12 @@ def test_chat_streams_with_evidence_and_citations(browser, fake_app: str, tmp_pa
         page.wait_for_selector("#evidence .ev-card", timeout=20_000)
         assert "Tiny Owls" in page.locator("#evidence").inner_text()
         page.wait_for_function("window.__sawCursor === true", timeout=20_000)
-        page.wait_for_function("document.querySelector('#chat').innerText.includes('References')", timeout=30_000)
+        page.wait_for_function(
+            "document.querySelector('#status').innerText.includes('sentences verified')", timeout=30_000
+        )
         chat = page.locator("#chat").inner_text()
-        assert "OwlSet has 12,000 thermal images" in chat and "Tiny Owls" in chat
-        assert page.locator("#chat a[href='#ref-1']").count() >= 1
+        assert "OwlSet has 12,000 thermal images" in chat and "Tiny Owls" in chat and "References" in chat
+        assert page.locator("#chat a[href='#t1-ref-1']").count() >= 1
         assert page.locator("#evidence .ev-is-cited").count() == 1
         assert "cited as [1]" in page.locator("#evidence").inner_text()
         assert "sentences verified" in page.locator("#status").inner_text()
@@ -142,6 +145,154 @@ def test_hostile_abstract_renders_as_text(browser, fake_app: str, tmp_path: Path
         assert page.locator("a[href='http://evil.example']").count() == 0
 
     with_screenshot(page, tmp_path, check)
+
+
+SUPPORTED = "OwlSet has 12,000 thermal images of animals at night"
+UNSUPPORTED = "Tiny Owl runs at 95 frames per second on a phone"
+# Records the chat after every change the browser makes to it: the verified text (outside the
+# dimmed tail), the tail, and the tail's opacity. Nothing between two records is ever on screen.
+RECORD_JS = """() => {
+  window.__samples = [];
+  const chat = document.querySelector('#chat');
+  const take = () => {
+    const clone = chat.cloneNode(true);
+    const tails = [...chat.querySelectorAll('.rag-tail')];
+    clone.querySelectorAll('.rag-tail').forEach(t => t.remove());
+    window.__samples.push({
+      main: clone.textContent,
+      tail: tails.map(t => t.textContent).join(' '),
+      opacity: tails.length ? parseFloat(getComputedStyle(tails[0]).opacity) : null,
+    });
+  };
+  new MutationObserver(take).observe(chat, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def two_sentences(messages: Sequence[Message]) -> str:
+    return f"{SUPPORTED} [1]. {UNSUPPORTED} [1]. Tiny Owl reaches 61.3 mAP on OwlSet [1]."
+
+
+@pytest.fixture
+def streaming_app(small_corpus: Path, tmp_path: Path, fake_embedder) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    from index_build.build import build_index
+    from rag.config import get_config
+    from rag.store import open_index
+    from ui.app import build_app
+
+    cfg = get_config({"index_dir": tmp_path / "index", "corpus": [small_corpus], "progress": False, "top_k": 3})
+    cfg = cfg.replace(min_relevance=0.05)
+    build_index(cfg, embedder=fake_embedder)
+    # Slow enough that the browser renders many states of each sentence.
+    answerer = Answerer(
+        cfg, index=open_index(cfg.index_dir, fake_embedder), generator=SlowFake(two_sentences, delay_s=0.12)
+    )
+    url, app = serve(build_app(cfg, lambda model: answerer, models=["fake"]))
+    yield url
+    app.close()
+
+
+def test_streamed_sentences_are_never_shown_without_their_verdict(browser, streaming_app: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page()
+    page.goto(streaming_app)
+
+    def check() -> None:
+        page.wait_for_selector("#question textarea", state="visible")
+        page.evaluate(RECORD_JS)
+        ask(page, "How many thermal images of animals at night are in OwlSet?")
+        page.wait_for_function(
+            "document.querySelector('#status').innerText.includes('sentences verified')", timeout=60_000
+        )
+        samples = page.evaluate("window.__samples")
+        streaming = [s for s in samples if "▍" in s["main"]]
+        assert len(streaming) > 20, len(streaming)  # the stream was watched, not just its end
+        tails = [s for s in samples if s["tail"].strip()]
+        assert tails and all(s["opacity"] < 0.8 for s in tails)  # the unverified tail is dimmed
+        for s in samples:
+            main = s["main"]
+            # An unsupported sentence is shown only with its mark and reason, never bare.
+            at = main.find(UNSUPPORTED)
+            if at >= 0:
+                assert "[not supported: the number 95 is not in" in main[at : at + 200], main
+            # The dimmed tail is only the sentence being written: a finished one has left it.
+            assert not re.search(r"[.!?]\s+\w", s["tail"]), s
+            # A supported sentence has its citation before the next sentence shows at all.
+            if "Tiny" in s["tail"] or "Tiny Owl runs" in main:
+                assert re.search(re.escape(SUPPORTED) + r"\.\s*\[1\]", main), s
+        # The unsupported sentence was shown marked while the model was still writing.
+        assert any(UNSUPPORTED in s["main"] and "61.3" in s["tail"] for s in samples)
+        final = page.locator("#chat").inner_text()
+        assert "61.3 mAP" in final and "References" in final and "▍" not in final
+        assert page.locator("#chat a[href='#t1-ref-1']").count() >= 1
+        page.screenshot(path=str(tmp_path / "streamed.png"), full_page=True)
+
+    with_screenshot(page, tmp_path, check)
+
+
+def test_anchors_are_unique_per_turn(browser, fake_app: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page()
+    page.goto(fake_app)
+
+    def check() -> None:
+        for turn in (1, 2):
+            ask(page, "How many thermal images of animals at night are in OwlSet?")
+            page.wait_for_function(
+                f"document.querySelectorAll('#chat a[href=\"#t{turn}-ref-1\"]').length > 0"
+                " && document.querySelector('#status').innerText.includes('sentences verified')",
+                timeout=30_000,
+            )
+        # Each turn's [1] jumps to its own reference, not to the first answer's.
+        for turn in (1, 2):
+            assert page.locator(f"#chat a[href='#t{turn}-ref-1']").count() >= 1
+            assert page.locator(f"#chat [id$='t{turn}-ref-1']").count() == 1
+        ids = page.evaluate("[...document.querySelectorAll('#chat [id]')].map(e => e.id)")
+        assert len(ids) == len(set(ids))
+
+    with_screenshot(page, tmp_path, check)
+
+
+@pytest.mark.slow
+def test_real_model_in_the_browser(browser, real_index, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from rag.config import get_config
+    from ui.app import build_app
+
+    cfg = get_config({"index_dir": real_index.index_dir})
+    answerer = Answerer(cfg, index=real_index)
+    answerer.warm_up()  # what `rag ui` does at start, so the timing is what a user sees
+    url, app = serve(build_app(cfg, lambda model: answerer))
+    page = browser.new_page()
+    try:
+        page.goto(url)
+
+        def check() -> None:
+            # Time from a ready page, as a user would press Enter (Gradio keeps a connection open,
+            # so "network idle" never comes; the visible input and a short settle stand for it).
+            page.wait_for_selector("#question textarea", state="visible")
+            page.wait_for_timeout(1000)
+            start = time.perf_counter()
+            ask(page, "How many frames does the 8-Calves dataset contain?")
+            page.wait_for_selector("#evidence .ev-card", timeout=60_000)
+            evidence_s = time.perf_counter() - start
+            page.wait_for_function("document.querySelector('#chat').innerText.includes('▍')", timeout=120_000)
+            first_token_s = time.perf_counter() - start
+            page.wait_for_function(
+                "/sentences? checked|sentences verified/.test(document.querySelector('#status').innerText)",
+                timeout=180_000,
+            )
+            first_sentence_s = time.perf_counter() - start
+            page.wait_for_function(
+                "document.querySelector('#status').innerText.includes('sentences verified')", timeout=180_000
+            )
+            chat = page.locator("#chat").inner_text()
+            assert "67,760" in chat and "8-Calves Image dataset" in chat and "References" in chat
+            (tmp_path / "timings.txt").write_text(
+                f"evidence {evidence_s:.2f} s, first token {first_token_s:.2f} s, "
+                f"first verified sentence {first_sentence_s:.2f} s\n"
+            )
+            page.screenshot(path=str(tmp_path / "real.png"), full_page=True)
+
+        with_screenshot(page, tmp_path, check)
+    finally:
+        app.close()
 
 
 def tides_reply(messages: Sequence[Message]) -> str:

@@ -37,9 +37,9 @@ def test_escape_md_neutralises_html_and_markdown() -> None:
 
 def test_answer_markdown_links_citations_and_marks_unsupported() -> None:
     md = answer_markdown(make_answer())
-    assert "It has 37 prototypes\\. **[\\[1\\]](#ref-1)**" in md
-    assert "⚠️ _It is green\\._ **[not supported by the sources]**" in md
-    assert '1. <a id="ref-1"></a>**' in md and "“It has &lt;b&gt;37&lt;/b&gt; prototypes\\.”" in md
+    assert "It has 37 prototypes\\. **[\\[1\\]](#t1-ref-1)**" in md
+    assert "⚠️ _It is green\\._ **[not supported: no source backs it]**" in md
+    assert '1. <a id="t1-ref-1"></a>**' in md and "“It has &lt;b&gt;37&lt;/b&gt; prototypes\\.”" in md
     assert "<script>" not in md and "](http" not in md
 
 
@@ -56,7 +56,7 @@ def test_evidence_panel_escapes_and_highlights() -> None:
     for html in (before, after):
         assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;37" in html
     assert "cited as [1]" not in before and "Source 1" in before
-    assert 'id="ev-1"' in after and "cited as [1]" in after and "ev-sent ev-backs" in after
+    assert 'id="ev-1-1"' in after and "cited as [1]" in after and "ev-sent ev-backs" in after
     assert "No evidence yet" in evidence_html((), ())
 
 
@@ -86,7 +86,7 @@ def test_respond_streams_evidence_then_text_then_verified_answer(fake_index) -> 
     first_token_step = next(i for i, c in enumerate(chats) if "▍" in c[-1]["content"])
     assert evidence_step < first_token_step
     final_chat, final_evidence, status, copy, history, box = steps[-1]
-    assert "**[\\[1\\]](#ref-1)**" in final_chat[-1]["content"] and "Tiny Owls" in final_chat[-1]["content"]
+    assert "**[\\[1\\]](#t1-ref-1)**" in final_chat[-1]["content"] and "Tiny Owls" in final_chat[-1]["content"]
     assert "cited as [1]" in final_evidence and "sentences verified" in status
     assert copy.startswith("OwlSet has 12,000") and len(history) == 1 and box == ""
 
@@ -147,4 +147,49 @@ def test_list_answers_render_as_lists_and_flags_carry_their_reason() -> None:
             AnswerSentence("It is green.", (), False, issues=("[1] does not mention green",), verdict="unsupported"),
         ),
     )
-    assert "not supported by the sources: \\[1\\] does not mention green" in answer_markdown(flagged)
+    assert "not supported: “green” is not named in “" in answer_markdown(flagged)
+
+
+def test_streaming_view_shows_verified_sentences_then_a_dimmed_escaped_tail() -> None:
+    from ui.format import streaming_markdown
+
+    answer = make_answer()
+    done = (answer.sentences[0], None, answer.citations)
+    flagged = (AnswerSentence("It is green.", (), False), "the number 5 is not in “A”", ())
+    raw = "It has 37 prototypes [1]. It is green [1]. <b>Next</b> [click](http://evil.example)"
+    md = streaming_markdown(raw, [done, flagged], raw_end=raw.index("<b>"), turn=3)
+    assert md.startswith("It has 37 prototypes\\. **[\\[1\\]](#t3-ref-1)** ⚠️ _It is green\\._")
+    assert "**[not supported: the number 5 is not in “A”]**" in md
+    assert '<span class="rag-tail">&lt;b&gt;Next&lt;/b&gt; \\[click\\]\\(http://evil\\.example\\)</span> ▍' in md
+    assert '1. <a id="t3-ref-1"></a>' in md and "<b>" not in md and "](http" not in md
+
+
+def test_chat_shows_the_rewritten_question_a_cut_warning_and_a_late_refusal(fake_index) -> None:  # type: ignore[no-untyped-def]
+    from rag.prompts import REWRITE_SYSTEM
+
+    def reply(messages):  # type: ignore[no-untyped-def]
+        if messages[0]["content"] == REWRITE_SYSTEM:
+            return "How fast does the Tiny Owl detector run on a laptop CPU?"
+        return "Tiny Owl runs at 95 frames per second on a phone [1]."
+
+    answerer = Answerer(
+        {"min_relevance": 0.05, "max_question_chars": 60, "extractive_fallback": False},
+        index=fake_index,
+        generator=FakeGenerator(reply),
+    )
+    first = list(respond(lambda m: answerer, "How many thermal images are in OwlSet?", [], [], 3, "hybrid", False, "x"))
+    steps = list(
+        respond(lambda m: answerer, "How fast does it run?", first[-1][0], first[-1][4], 3, "hybrid", False, "x")
+    )
+    searched = "Searched as: “How fast does the Tiny Owl detector run on a laptop CPU?”"
+    evidence_step = next(s for s in steps if "Source 1" in s[1])
+    assert searched in evidence_step[0][-1]["content"].replace("\\", "")  # shown before the model writes
+    # The unsupported sentence was shown with its reason; the refusal says it came after checking.
+    assert any("not supported: the number 95" in s[0][-1]["content"] for s in steps[:-1])
+    final = steps[-1][0][-1]["content"]
+    assert "Refused after checking" in final and searched in final.replace("\\", "")
+    long = "How many thermal images of animals at night are in OwlSet " + "really " * 20 + "?"
+    cut = list(respond(lambda m: answerer, long, [], [], 3, "hybrid", False, "x"))
+    assert (
+        "only the first 60 were used" in cut[1][0][-1]["content"] and "only the first 60" in cut[-1][0][-1]["content"]
+    )

@@ -264,7 +264,8 @@ class ApiService:
         while not turn.granted:
             if turn.ahead != shown:
                 shown = turn.ahead
-                yield sse("queued", {"ahead": shown})
+                wait = turn.wait_s
+                yield sse("queued", {"ahead": shown, "wait_s": None if wait is None else round(wait, 1)})
             elif not await turn.wait_async(timeout=10.0):
                 yield ": waiting\n\n"  # keeps proxies from closing the connection; a gone client is noticed
         stream = prepared.answerer.stream(prepared.question, prepared.history, **prepared.overrides)
@@ -304,8 +305,8 @@ class ApiService:
 def event_payload(event: Any) -> tuple[str, Any]:
     """(event type, JSON data) of a pipeline event.
 
-    Event types are the events' own ``kind``; one the API does not know yet (a ``sentence``
-    event once sentence-level verification streams) is sent with its ``to_dict()`` or fields.
+    Event types are the events' own ``kind`` (``progress`` and ``sentence`` events send their
+    ``to_dict()``); one the API does not know yet is sent with its ``to_dict()`` or fields.
     """
     kind = str(getattr(event, "kind", type(event).__name__.lower()))
     if isinstance(event, EvidenceEvent):
@@ -314,6 +315,7 @@ def event_payload(event: Any) -> tuple[str, Any]:
             "retrieved": [r.to_dict() for r in event.retrieved],
             "sources": [s.to_dict() for s in event.sources],
             "timings": {k: round(v, 4) for k, v in event.timings.items()},
+            "warnings": list(event.warnings),
         }
     if isinstance(event, TokenEvent):
         return kind, {"text": event.text}
@@ -371,9 +373,13 @@ _STREAM_DOC = """Server-sent events (`text/event-stream`), in this order:
 
 - `queued` (0 or more): `{"ahead": n}` while the request waits for the model;
 - `evidence` (1): the retrieved papers and the sentences the model will read, before it starts;
+- `progress` (1, when the model runs): `{"prompt_tokens": 450, "estimate_s": 4.1, "text": "reading 450
+  tokens of evidence, about 4 s", ...}` while the model reads the prompt;
 - `token` (0 or more): `{"text": ...}` pieces of the model's raw, unverified text;
-- `sentence`: reserved for verified sentences as they are checked (not sent yet; clients must
-  ignore event types they do not know);
+- `sentence` (0 or more, among the tokens): each sentence verified as soon as it is complete, in its
+  final form: `{"index", "text", "citations", "cited", "verdict", "supported", "reason", "raw_end"}`;
+  it comes before the token that started the next sentence (clients must ignore event types they
+  do not know);
 - `answer` (1, last): the verified answer, as `POST /api/ask` returns it;
 - `error` (instead of the rest): `{"status": ..., "detail": ...}` when the request fails after
   the stream has started.
@@ -382,7 +388,9 @@ Each event has an `id` counting from 1; its `data` is one line of JSON. Errors f
 stream starts are plain HTTP errors (400, 422, 429, 503) as for `POST /api/ask`."""
 _STREAM_EXAMPLE = (
     'event: evidence\nid: 1\ndata: {"question": "...", "retrieved": [...], "sources": [...], "timings": {...}}\n\n'
-    'event: token\nid: 2\ndata: {"text": "Matryoshka "}\n\n'
+    'event: progress\nid: 2\ndata: {"prompt_tokens": 450, "estimate_s": 4.1, "text": "reading 450 tokens ..."}\n\n'
+    'event: token\nid: 3\ndata: {"text": "Matryoshka "}\n\n'
+    'event: sentence\nid: 8\ndata: {"index": 0, "text": "... [1].", "verdict": "supported", "reason": null, ...}\n\n'
     'event: answer\nid: 9\ndata: {"question": "...", "text": "... [1].", "citations": [...], ...}\n\n'
 )
 _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {

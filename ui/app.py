@@ -22,7 +22,16 @@ from typing import Any
 import anyio
 import gradio as gr
 
-from rag.answer import Answerer, AnswerEvent, EvidenceEvent, QuestionError, TokenEvent
+from rag.answer import (
+    Answerer,
+    AnswerEvent,
+    EvidenceEvent,
+    ProgressEvent,
+    QuestionError,
+    SentenceEvent,
+    TokenEvent,
+    clean_question,
+)
 from rag.config import RETRIEVAL_MODES, RagConfig
 from rag.errors import (
     FilterError,
@@ -34,8 +43,17 @@ from rag.errors import (
     RagError,
 )
 from rag.llm import KNOWN_MODELS
-from rag.types import Answer, Paper
-from ui.format import answer_markdown, escape_md, evidence_html, plain_text, status_line, streaming_markdown
+from rag.streaming import final_note
+from rag.types import Answer, Citation, Paper
+from ui.format import (
+    answer_markdown,
+    escape_md,
+    evidence_html,
+    plain_text,
+    question_notes,
+    status_line,
+    streaming_markdown,
+)
 from ui.gate import ModelQueue, QueueFull, iterate_in_thread
 from ui.library import UPLOAD_MAX_BYTES, UPLOAD_SUFFIXES, BuildStatus, Library, Upload, UploadError
 
@@ -65,6 +83,7 @@ CSS = """
 .ev-withheld { font-size: 0.8em; color: #b26a00; margin-top: 4px; }
 .add-status progress { width: 100%; }
 .add-counts, .add-problems { font-size: 0.85em; opacity: 0.8; }
+.rag-tail { opacity: 0.45; }
 """
 
 AnswererFactory = Callable[[str], Answerer]
@@ -125,6 +144,7 @@ def respond(
 
     chat = list(chat or [])
     history = list(history or [])
+    turn = len(history) + 1  # this answer's anchors (#t2-ref-1) do not collide with earlier turns'
     chat.append({"role": "user", "content": escape_md(message or "")})
     chat.append({"role": "assistant", "content": "_Searching the papers…_"})
     evidence = evidence_html((), ())
@@ -132,6 +152,22 @@ def respond(
     try:
         answerer = factory(model)
         raw = ""
+        head: list[str] = []
+        sources: Sequence[Any] = ()
+        retrieved: Sequence[Any] = ()
+        shown: list[SentenceEvent] = []
+        papers: Mapping[str, Paper] = {}
+
+        def writing() -> str:
+            return streaming_markdown(
+                raw,
+                [(s.sentence, s.reason, s.cited) for s in shown],
+                raw_end=shown[-1].raw_end if shown else 0,
+                papers=papers,
+                turn=turn,
+                head=head,
+            )
+
         for event in answerer.stream(
             message or "",
             history or None,
@@ -142,31 +178,53 @@ def respond(
         ):
             if isinstance(event, EvidenceEvent):
                 papers = papers_of(answerer)
-                evidence = evidence_html(event.sources, event.retrieved, papers=papers)
+                sources, retrieved = event.sources, event.retrieved
+                evidence = evidence_html(sources, retrieved, papers=papers, turn=turn)
+                asked = clean_question(message or "", answerer.config.max_question_chars)[0]
+                head = question_notes(event.question if history and event.question != asked else None, event.warnings)
                 took = event.timings.get("to_evidence", event.timings.get("retrieve", 0.0))
                 phase = (
                     f"evidence ready in {took:.1f} s · the model is reading it…"
                     if event.sources
                     else "checking relevance…"
                 )
-                chat[-1]["content"] = "_Reading the evidence…_" if event.sources else "_Checking…_"
+                chat[-1]["content"] = "\n".join([*head, "_Reading the evidence…_" if event.sources else "_Checking…_"])
                 yield snap(), evidence, phase, "", history, ""
+            elif isinstance(event, ProgressEvent):
+                chat[-1]["content"] = "\n".join([*head, f"_{escape_md(event.text[0].upper() + event.text[1:])}…_"])
+                yield snap(), evidence, f"{event.text}…", "", history, ""
+            elif isinstance(event, SentenceEvent):
+                shown.append(event)
+                chat[-1]["content"] = writing()
+                cited: dict[int, Citation] = {c.n: c for s in shown for c in s.cited}
+                evidence = evidence_html(sources, retrieved, papers=papers, turn=turn, citations=list(cited.values()))
+                yield snap(), evidence, writing_status(shown), "", history, ""
             elif isinstance(event, TokenEvent):
                 raw += event.text
-                chat[-1]["content"] = streaming_markdown(raw)
-                yield snap(), evidence, "writing… (unverified until finished)", "", history, ""
+                chat[-1]["content"] = writing()
+                yield snap(), evidence, writing_status(shown), "", history, ""
             elif isinstance(event, AnswerEvent):
                 answer = event.answer
                 history.append(answer)
                 papers = papers_of(answerer)
-                chat[-1]["content"] = answer_markdown(answer, papers)
-                evidence = evidence_html(answer.sources, answer.retrieved, answer, papers)
+                note = final_note([s.sentence for s in shown], answer)
+                chat[-1]["content"] = answer_markdown(answer, papers, turn=turn, note=note)
+                evidence = evidence_html(answer.sources, answer.retrieved, answer, papers, turn=turn)
                 yield snap(), evidence, status_line(answer), plain_text(answer, papers), history, ""
     except Exception as exc:  # shown as a chat message; the log keeps the details
         if not isinstance(exc, RagError):
             logger.exception("answering failed")
         chat[-1]["content"] = friendly_error(exc)
         yield snap(), evidence, "error", "", history, ""
+
+
+def writing_status(shown: Sequence[SentenceEvent]) -> str:
+    """The status line while the model writes: how many sentences are verified so far."""
+    if not shown:
+        return "writing… (each sentence is checked as soon as it is complete)"
+    flagged = sum(not s.supported for s in shown)
+    done = f"{len(shown)} sentence{'s' if len(shown) != 1 else ''} checked"
+    return f"writing… {done}" + (f", {flagged} not supported" if flagged else "")
 
 
 def papers_of(answerer: Answerer) -> Mapping[str, Paper]:
@@ -198,9 +256,14 @@ def request_problem(top_k: Any, mode: Any, model: Any, models: Sequence[str]) ->
     return None
 
 
-def waiting_view(message: str, chat: list[dict[str, Any]], history: list[Answer], ahead: int) -> tuple[Any, ...]:
-    """What a user sees while their question waits for the model: their place in the queue."""
+def waiting_view(
+    message: str, chat: list[dict[str, Any]], history: list[Answer], ahead: int, wait_s: float | None = None
+) -> tuple[Any, ...]:
+    """What a user sees while their question waits for the model: their place in the queue and,
+    once answers have been timed, about how long that is."""
     others = "1 question" if ahead == 1 else f"{ahead} questions"
+    if wait_s is not None:
+        others += f", about {max(1, round(wait_s))} s"
     messages = [
         *(chat or []),
         {"role": "user", "content": escape_md(message or "")},
@@ -456,7 +519,7 @@ def build_app(
                 while not turn.granted:  # waiting holds no thread: the event loop wakes us
                     if turn.ahead != shown:
                         shown = turn.ahead
-                        yield waiting_view(message, chat_v, hist, shown)
+                        yield waiting_view(message, chat_v, hist, shown, turn.wait_s)
                     await turn.wait_async(timeout=1.0)
                 steps = respond(get_answerer, message, chat_v, hist, int(float(k)), m, bool(s), mdl, filters)
                 async for out in iterate_in_thread(steps):

@@ -13,7 +13,8 @@ from urllib.parse import quote
 
 from rag.citations import UNSUPPORTED_MARK
 from rag.references import has_metadata, reference_link, reference_text
-from rag.types import Answer, Paper, RetrievedPaper, Source
+from rag.streaming import reason_words
+from rag.types import Answer, AnswerSentence, Citation, Paper, RetrievedPaper, Source
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 Papers = Mapping[str, Paper]
@@ -62,21 +63,66 @@ def reference_html(paper: Paper) -> str:
     )
 
 
-def cite_marks(numbers: Sequence[int]) -> str:
-    """Citation markers, bold so they stand out and link to the references below the answer."""
-    return "".join(f"**[\\[{n}\\]](#ref-{n})**" for n in numbers)
+def cite_marks(numbers: Sequence[int], turn: int = 1) -> str:
+    """Citation markers, bold so they stand out, linking to this turn's references below the
+    answer (``#t2-ref-1``: each turn has its own anchors, so turn 2's [1] does not jump to turn 1's)."""
+    return "".join(f"**[\\[{n}\\]](#t{turn}-ref-{n})**" for n in numbers)
 
 
-def answer_markdown(answer: Answer, papers: Papers | None = None) -> str:
+def sentence_markdown(body: str, citations: Sequence[int], supported: bool, reason: str | None, turn: int = 1) -> str:
+    """One answer sentence as shown: with its citation links when supported; otherwise marked,
+    in italics, with the reason no source backs it."""
+    if supported:
+        return f"{escape_md(body)} {cite_marks(citations, turn)}".rstrip()
+    why = reason or "no source backs it"
+    label = why if why.startswith("restates the question") else f"not supported: {why}"
+    return f"⚠️ _{escape_md(body)}_ **[{escape_md(label)}]**"
+
+
+def references_markdown(citations: Sequence[Citation], papers: Papers, turn: int = 1) -> list[str]:
+    """Numbered references with this turn's anchors, each with its metadata (authors, year, venue,
+    link) when the paper has it, and the abstract sentences that back the claims citing it."""
+    lines = []
+    for c in citations:
+        anchor = f'<a id="t{turn}-ref-{c.n}"></a>'
+        paper = papers.get(c.paper_id)
+        if paper is not None and has_metadata(paper):
+            lines.append(f"{c.n}. {anchor}{reference_markdown(paper)}")
+        else:
+            lines.append(f"{c.n}. {anchor}**{escape_md(c.title)}** <sub>({escape_md(', '.join(c.files))})</sub>")
+        for sentence in c.evidence:
+            lines.append(f"    > “{escape_md(sentence)}”")
+    return lines
+
+
+def question_notes(standalone: str | None, warnings: Sequence[str]) -> list[str]:
+    """What happened to the question: the standalone question a follow-up was rewritten into,
+    and the warning when a long question was cut."""
+    lines = [f"<sub>Searched as: “{escape_md(standalone)}”</sub>"] if standalone else []
+    lines += [f"<sub>⚠️ {escape_md(w)}</sub>" for w in warnings]
+    return [*lines, ""] if lines else []
+
+
+def _sources_by_n(answer: Answer) -> dict[int, Source]:
+    return {s.n: s for s in answer.sources}
+
+
+def answer_markdown(answer: Answer, papers: Papers | None = None, *, turn: int = 1, note: str | None = None) -> str:
     """The final answer for the chat: sentences with their citations, then numbered references
     with the sentence of each abstract that backs the claims.
 
     ``papers`` (the index's papers by id) gives each reference its authors, year, venue and
     link; without it, or for a paper with no such metadata, the title and corpus files are shown.
+    ``turn`` numbers this answer's anchors; ``note`` says how the final check changed what was
+    shown while streaming ("refused after checking: ...").
     """
     papers = papers or {}
+    head = question_notes(answer.standalone_question, answer.warnings)
     # A reply cut off mid-answer is never shown as complete: the banner comes first, whatever follows.
-    head = [f"⚠️ **Incomplete answer:** {escape_md(_cut_reason(answer))}", ""] if answer.incomplete else []
+    if answer.incomplete:
+        head = [f"⚠️ **Incomplete answer:** {escape_md(_cut_reason(answer))}", "", *head]
+    if note:
+        head += [f"**⚠️ {escape_md(note[0].upper() + note[1:])}.**", ""]
     if answer.refused:
         lines = [*head, f"**{escape_md(answer.text.split(' The closest papers are:')[0])}**"]
         if answer.retrieved:
@@ -86,29 +132,12 @@ def answer_markdown(answer: Answer, papers: Papers | None = None) -> str:
         if answer.refusal_reason:
             lines += ["", f"<sub>Why: {escape_md(answer.refusal_reason)}.</sub>"]
         return "\n".join(lines)
-    parts = []
-    for sentence in answer.sentences:
-        body = escape_md(sentence.text)
-        if sentence.supported:
-            parts.append(f"{body} {cite_marks(sentence.citations)}")
-        else:
-            why = "restates the question" if sentence.verdict == "no-answer" else "not supported by the sources"
-            detail = next((i for i in sentence.issues if not i.startswith("restates")), "")
-            reason = f"{why}: {detail}" if detail and sentence.verdict != "no-answer" else why
-            parts.append(f"⚠️ _{body}_ **[{escape_md(reason)}]**")
+    by_n = _sources_by_n(answer)
+    parts = [sentence_markdown(s.text, s.citations, s.supported, reason_words(s, by_n), turn) for s in answer.sentences]
     text = "\n".join(f"- {p}" for p in parts) if answer.form == "list" else " ".join(parts)
-    lines = [*head, text, "", "**References**", ""]
-    for c in answer.citations:
-        paper = papers.get(c.paper_id)
-        if paper is not None and has_metadata(paper):
-            lines.append(f'{c.n}. <a id="ref-{c.n}"></a>{reference_markdown(paper)}')
-        else:
-            lines.append(
-                f'{c.n}. <a id="ref-{c.n}"></a>**{escape_md(c.title)}** <sub>({escape_md(", ".join(c.files))})</sub>'
-            )
-        for sentence in c.evidence:
-            lines.append(f"    > “{escape_md(sentence)}”")
+    lines = [*head, text, "", "**References**", "", *references_markdown(answer.citations, papers, turn)]
     return "\n".join(lines)
+
 
 
 def _cut_reason(answer: Answer) -> str:
@@ -116,9 +145,36 @@ def _cut_reason(answer: Answer) -> str:
     return why or "the model's reply was cut off; what it wrote before that is verified as usual"
 
 
-def streaming_markdown(raw: str) -> str:
-    """The model's text while it streams (escaped), with a cursor."""
-    return escape_md(raw) + " ▍"
+def streaming_markdown(
+    raw: str,
+    sentences: Sequence[tuple[AnswerSentence, str | None, Sequence[Citation]]] = (),
+    *,
+    raw_end: int = 0,
+    papers: Papers | None = None,
+    turn: int = 1,
+    head: Sequence[str] = (),
+) -> str:
+    """The answer while it streams: the sentences verified so far in their final form (with
+    their reasons when unsupported, and their references), then the sentence being written,
+    dimmed and escaped, with a cursor. ``sentences`` are (sentence, reason, its citations);
+    ``raw_end`` is where the verified part of ``raw`` ends."""
+    shown = [sentence_markdown(s.text, s.citations, s.supported, reason, turn) for s, reason, _ in sentences]
+    tail = raw[raw_end:].strip()
+    if tail:
+        shown.append(f'<span class="rag-tail">{escape_md(tail)}</span>')
+    lines = [*head, " ".join(shown) + " ▍"]
+    cited: dict[int, Citation] = {}
+    for _, _, citations in sentences:
+        for c in citations:  # a later sentence's record of a paper holds all its evidence so far
+            cited[c.n] = c
+    if cited:
+        lines += [
+            "",
+            "**References**",
+            "",
+            *references_markdown(sorted(cited.values(), key=lambda c: c.n), papers or {}, turn),
+        ]
+    return "\n".join(lines)
 
 
 def plain_text(answer: Answer, papers: Papers | None = None) -> str:
@@ -146,17 +202,23 @@ def evidence_html(
     retrieved: Sequence[RetrievedPaper],
     answer: Answer | None = None,
     papers: Papers | None = None,
+    *,
+    turn: int = 1,
+    citations: Sequence[Citation] | None = None,
 ) -> str:
     """The evidence panel: each retrieved paper, its score, its reference (or corpus files), the
-    sentences the model saw; after the answer, which final citation number it got and which
-    sentences back it."""
+    sentences the model saw; after the answer (or, while it streams, for the ``citations`` of the
+    sentences verified so far), which final citation number it got and which sentences back it.
+    Card anchors are per ``turn`` (``ev-2-1``)."""
     papers = papers or {}
     if not retrieved:
         return '<div class="ev-empty">No evidence yet. Ask a question to see the papers and sentences it is answered from.</div>'
     cited_as: dict[str, int] = {}
     backing: dict[str, set[str]] = {}
-    if answer is not None:
-        for c in answer.citations:
+    if citations is None and answer is not None:
+        citations = answer.citations
+    if citations is not None:
+        for c in citations:
             cited_as[c.paper_id] = c.n
             backing[c.paper_id] = set(c.evidence)
     by_id = {s.paper_id: s for s in sources}
@@ -188,7 +250,7 @@ def evidence_html(
                 f'<div class="ev-withheld">{len(src.withheld)} sentence(s) of this abstract give instructions '
                 "to AI models; they were withheld from the model.</div>"
             )
-        anchor = f' id="ev-{n}"' if n else ""
+        anchor = f' id="ev-{turn}-{n}"' if n else ""
         cards.append(f'<div class="ev-card{" ev-is-cited" if n else ""}"{anchor}>{head}{body}</div>')
     return '<div class="ev-panel">' + "".join(cards) + "</div>"
 
@@ -203,6 +265,7 @@ def status_line(answer: Answer | None, *, phase: str = "") -> str:
         ("retrieve", "retrieval"),
         ("to_evidence", "evidence"),
         ("first_token", "first token"),
+        ("first_sentence", "first verified sentence"),
         ("total", "total"),
     ):
         if key in t:

@@ -62,6 +62,12 @@ class Turn:
         """Requests before this one (the one running included); 0 once the turn has come."""
         return self._queue._ahead(self)
 
+    @property
+    def wait_s(self) -> float | None:
+        """Estimated seconds until this turn comes, from the recent turns' mean duration (the
+        running one counted as a whole turn); None before any turn has finished, 0 once granted."""
+        return self._queue._wait_estimate(self)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block this thread until the turn comes; False if ``timeout`` seconds passed first."""
         return self._granted.wait(timeout)
@@ -187,6 +193,21 @@ class ModelQueue:
         if self._current is None and self._line:
             self._current = self._line.popleft()
             self._current._grant()
+
+    def _wait_estimate(self, turn: Turn) -> float | None:
+        ahead = self._ahead(turn)
+        with self._lock:
+            if ahead == 0:
+                return 0.0
+            if not self._recent:
+                return None
+            mean = sum(self._recent) / len(self._recent)
+            # The running turn has been going for a while: count only what is left of it (at least 1 s).
+            current = self._current
+            left = mean
+            if current is not None and current.started is not None:
+                left = max(1.0, mean - (time.perf_counter() - current.started))
+            return left + mean * (ahead - 1)
 
     def _ahead(self, turn: Turn) -> int:
         with self._lock:

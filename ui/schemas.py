@@ -271,6 +271,9 @@ class QueuedEvent(BaseModel):
     """``event: queued``: the request waits for the model; sent when its place changes."""
 
     ahead: int = Field(description="requests before this one, the one running included")
+    wait_s: float | None = Field(
+        default=None, description="estimated wait in seconds, from recent answer times (none before one finished)"
+    )
 
 
 class EvidenceEventOut(BaseModel):
@@ -280,10 +283,40 @@ class EvidenceEventOut(BaseModel):
     retrieved: list[RetrievedPaperOut]
     sources: list[SourceOut] = Field(description="empty when no paper is close enough (a refusal follows)")
     timings: dict[str, float]
+    warnings: list[str] = Field(default_factory=list, description="what happened to the question (a long one cut)")
+
+
+class ProgressEventOut(BaseModel):
+    """``event: progress``: the model is reading the prompt (most of the wait on a CPU)."""
+
+    prompt_tokens: int = Field(description="tokens of the prompt (instructions, evidence, question)")
+    estimate_s: float | None = Field(
+        description="seconds to read them at the prefill speed measured on this server (none before measured)"
+    )
+    prefill_tokens_per_s: float | None
+    text: str = Field(description='the same in words: "reading 450 tokens of evidence, about 4 s"')
+
+
+class SentenceEventOut(BaseModel):
+    """``event: sentence``: a sentence of the answer, verified as soon as the model finished it,
+    in its final form. Sent before the token that started the next sentence."""
+
+    index: int = Field(description="0, 1, ... in the order of the answer")
+    text: str = Field(description="the sentence as shown: final [n] markers, or [?] when unsupported")
+    body: str = Field(description="the sentence without markers")
+    citations: list[int] = Field(description="its final citation numbers (numbered 1..n in order of first use)")
+    cited: list[CitationOut] = Field(description="the papers those numbers stand for, with the backing sentences")
+    verdict: str = Field(description='"supported", "unsupported" or "no-answer" (restates the question)')
+    supported: bool
+    reason: str | None = Field(description="why no source backs it, in plain words; null when supported")
+    raw_end: int = Field(
+        description="characters of the raw text (token pieces joined) verified so far; the rest is being written"
+    )
 
 
 class TokenEventOut(BaseModel):
-    """``event: token``: a piece of the model's raw, unverified text."""
+    """``event: token``: a piece of the model's raw, unverified text (show it as unverified until a
+    ``sentence`` event covers it)."""
 
     text: str
 
