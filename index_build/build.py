@@ -347,7 +347,7 @@ def _store_intact(cfg: RagConfig, manifest: dict[str, Any], embedder: Embedder) 
         return True
     uri = milvus_store.resolve_uri(cfg.milvus_uri, Path(cfg.index_dir))
     count = int((manifest.get("counts") or {}).get("chunks", -1))
-    return milvus_store.collection_matches(uri, count, embedder.name)
+    return milvus_store.collection_matches(uri, count, embedder.name, cfg.index_type)
 
 
 class _Stopwatch:

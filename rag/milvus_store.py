@@ -39,24 +39,36 @@ PROP_MODEL = "rag.embedding_model"
 PROP_INDEX = "rag.index"
 HASH_FIELD = "content_hash"  # of the chunk's embedded text and metadata: what decides an upsert
 TEXT_FIELD = "text"
-# BM25 reads the text the FAISS path's BM25 indexes: the chunk with its title (llama-index's
-# MetadataMode.EMBED content), so both stores rank the same words.
+# BM25 reads the text the FAISS path's BM25 indexes (the chunk with its title, llama-index's
+# MetadataMode.EMBED content), pre-analysed into terms (see ANALYZER below).
 SEARCH_FIELD = "search_text"
 DENSE_FIELD = "embedding"
 SPARSE_FIELD = "sparse_embedding"
 _SECRET_PARAMS = {"token", "password", "secret", "api_key", "apikey"}
 _BATCH = 1000
-# The BM25 analyzer, in Milvus's analyzer_params format. Milvus Standalone applies all three
-# filters; milvus-lite 3.2 applies lowercase and the stop words but ignores the stemmer (its
-# tokenizers are "standard" and "jieba" only), so "models" and "model" are different terms there.
-_STOP_WORDS = sorted(
-    "a an and are as at be but by for if in into is it no not of on or such that the their then there these "
-    "they this to was will with we our from which using".split()
-)
-ANALYZER = {
-    "tokenizer": "standard",
-    "filter": ["lowercase", {"type": "stemmer", "language": "english"}, {"type": "stop", "stop_words": _STOP_WORDS}],
-}
+# BM25 sees pre-analysed text: the words of the chunk (with its title) as the FAISS store's BM25
+# (bm25s) analyses them -- lowercased, English stop words removed, Snowball-stemmed with
+# PyStemmer -- joined by spaces, and Milvus's "standard" tokenizer only splits them again. So both
+# stores rank with the same terms, and the ranking does not depend on which analyzers a Milvus
+# deployment offers (milvus-lite 3.2 has only "standard" and "jieba", no stemmer). k1 and b are
+# bm25s's defaults too (Milvus's default k1 is 1.2).
+ANALYZER = {"tokenizer": "standard"}
+BM25_PARAMS = {"bm25_k1": 1.5, "bm25_b": 0.75}
+
+
+def bm25_terms(texts: Sequence[str]) -> list[str]:
+    """Each text as the space-joined terms BM25 indexes (see ``ANALYZER``)."""
+    import bm25s
+    import Stemmer
+
+    tokens = bm25s.tokenize(
+        list(texts),
+        stopwords="english",
+        stemmer=Stemmer.Stemmer("english"),
+        return_ids=False,
+        show_progress=False,
+    )
+    return [" ".join(t) for t in tokens]
 
 
 def is_local(uri: str) -> bool:
@@ -152,6 +164,7 @@ def vector_store(uri: str, collection: str, dimension: int, params: dict[str, An
         scalar_field_types=[DataType.VARCHAR, DataType.VARCHAR],
         enable_sparse=True,
         sparse_embedding_field=SPARSE_FIELD,
+        sparse_index_config=dict(BM25_PARAMS),
         sparse_embedding_function=BM25BuiltInFunction(
             input_field_names=SEARCH_FIELD, output_field_names=SPARSE_FIELD, analyzer_params=ANALYZER
         ),
@@ -197,7 +210,7 @@ def sync_collection(
         if props.get(PROP_MODEL) != embed_model or _dimension(client, collection) != dimension:
             logger.info("collection %s was built for another embedding model: recreating it", collection)
             recreate = True
-        elif props.get(PROP_INDEX) != json.dumps(params["index_config"], sort_keys=True):
+        elif props.get(PROP_INDEX) != _layout(params):
             logger.info("collection %s has another index type: recreating it", collection)
             recreate = True
     existing = {} if recreate or not exists else _stored_hashes(client, collection)
@@ -205,12 +218,12 @@ def sync_collection(
     client = store.client
     client.alter_collection_properties(
         collection,
-        properties={PROP_MODEL: embed_model, PROP_INDEX: json.dumps(params["index_config"], sort_keys=True)},
+        properties={PROP_MODEL: embed_model, PROP_INDEX: _layout(params)},
     )
     wanted = {node.node_id: h for node, h in zip(nodes, hashes, strict=True)}
     changed = [node for node in nodes if existing.get(node.node_id) != wanted[node.node_id]]
-    for node in changed:
-        search_text = node.get_content(metadata_mode=MetadataMode.EMBED)
+    search_texts = bm25_terms([node.get_content(metadata_mode=MetadataMode.EMBED) for node in changed])
+    for node, search_text in zip(changed, search_texts, strict=True):
         node.metadata[HASH_FIELD] = wanted[node.node_id]
         node.metadata[SEARCH_FIELD] = search_text
         node.excluded_embed_metadata_keys = [*node.excluded_embed_metadata_keys, HASH_FIELD, SEARCH_FIELD]
@@ -235,17 +248,30 @@ def store_settings(uri: str, collection: str = COLLECTION) -> dict[str, Any]:
     return {"type": "milvus", "uri": public_uri(uri), "collection": collection}
 
 
-def collection_matches(uri: str, count: int, embed_model: str, collection: str = COLLECTION) -> bool:
-    """Whether the collection exists with ``count`` chunks of ``embed_model`` (False if unreachable)."""
+def collection_matches(
+    uri: str, count: int, embed_model: str, index_type: str, collection: str = COLLECTION
+) -> bool:
+    """Whether the collection exists with ``count`` chunks of ``embed_model``, indexed as this
+    version would index them (False if unreachable)."""
     try:
         client = _client(uri)
         if collection not in client.list_collections():
             return False
         props = client.describe_collection(collection).get("properties") or {}
-        return props.get(PROP_MODEL) == embed_model and _count(client, collection) == count
+        return (
+            props.get(PROP_MODEL) == embed_model
+            and props.get(PROP_INDEX) == _layout(index_params(index_type, count))
+            and _count(client, collection) == count
+        )
     except Exception as exc:  # unreachable or damaged: the build will say more
         logger.info("Milvus collection %s at %s not usable as is: %s", collection, public_uri(uri), exc)
         return False
+
+
+def _layout(params: dict[str, Any]) -> str:
+    """The collection's index and BM25 analysis, recorded on it: a change means recreating it."""
+    bm25 = {"analyzer": ANALYZER, "params": BM25_PARAMS, "terms": "bm25s english stop words + PyStemmer english"}
+    return json.dumps({"dense": params["index_config"], "bm25": bm25}, sort_keys=True)
 
 
 def _dimension(client: Any, collection: str) -> int | None:
@@ -346,9 +372,12 @@ class MilvusBackend:
         milvus-lite reports BM25 as a negative distance (smaller is better), Milvus servers as a
         positive score; ranks are the same, and the magnitude is the BM25 score either way.
         """
+        terms = bm25_terms([query])[0]
+        if not terms:
+            return []
         result = self.client.search(
             self.collection,
-            data=[query],
+            data=[terms],
             anns_field=SPARSE_FIELD,
             limit=k,
             filter=self._filter(chunk_ids),
