@@ -109,7 +109,9 @@ class Retriever:
         indexes, scores = retriever.bm25.retrieve(tokens, k=k, show_progress=False, weight_mask=mask)
         out: list[ScoredChunk] = []
         for idx, score in zip(indexes[0], scores[0], strict=True):
-            chunk = self.index.chunks.get(retriever.corpus[int(idx)]["node_id"])
+            # a BM25 index loaded with its corpus (the saved one) returns the documents themselves
+            doc = idx if isinstance(idx, dict) else retriever.corpus[int(idx)]
+            chunk = self.index.chunks.get(doc["node_id"])
             if chunk is not None and float(score) > 0.0 and chunk.chunk_id in chunk_ids:
                 out.append(ScoredChunk(chunk=chunk, score=float(score), rank=len(out) + 1))
         return out
