@@ -71,7 +71,7 @@ def bench_scale(index_dir: Path, args: argparse.Namespace) -> tuple[list[dict[st
     rows: list[dict[str, Any]] = []
     for n in (int(x) for x in args.scale_sizes.split(",") if x):
         print(f"scale: {n:,} vectors...", file=sys.stderr)
-        hnsw = ((40, (64,)), (HNSW_EF_CONSTRUCTION, (64, 128, 256, 512))) if n <= args.scale_hnsw_max else ()
+        hnsw = ((40, (64, 256)), (HNSW_EF_CONSTRUCTION, (64, 128, 256, 512))) if n <= args.scale_hnsw_max else ()
         milvus = (IVF_NPROBE,) if n <= args.scale_milvus_max else None
         rows += measure(n, base, queries, hnsw=hnsw, milvus_nprobes=milvus)
     for row in rows:  # the settings `rag build --index-type ivf|hnsw` uses

@@ -53,7 +53,8 @@ class RagConfig:
     # Token overlap between consecutive chunks of one abstract; 0 because evidence is
     # selected per sentence later, so overlap would only duplicate sentences.
     chunk_overlap: int = 0
-    # FAISS index: "auto" (exact up to 50k chunks, then HNSW, IVF beyond 500k), "flat" (exact),
+    # Vector index (FAISS, or Milvus with store="milvus"): "auto" (exact up to 50k chunks, then
+    # HNSW, IVF beyond 500k; see rag/faiss_index.py), "flat" (exact),
     # "hnsw" or "ivf" (approximate). The type in use is recorded in the manifest.
     index_type: str = "auto"
     # Where vectors and BM25 live: "faiss" (files in the index directory, the default) or
