@@ -30,6 +30,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--only", action="append", choices=STEPS, default=None, help="run only these steps (repeatable)")
     p.add_argument("--scale-sizes", default="10000,100000,1000000", help="synthetic collection sizes (comma-separated)")
+    p.add_argument("--scale-queries", type=int, default=200, help="real sentences used as queries in the scale step")
+    p.add_argument(
+        "--scale-hnsw-max",
+        type=int,
+        default=100_000,
+        help="measure HNSW only up to this size (building it with efConstruction 200 at 1M takes over 15 min on 2 cores)",
+    )
+    p.add_argument("--scale-milvus-max", type=int, default=100_000, help="measure milvus-lite only up to this size")
     p.add_argument("--models", default="qwen2.5-coder-1.5b,qwen2.5-coder-0.5b", help="models for the answering step")
     p.add_argument("--questions", type=int, default=8, help="questions per model in the answering step")
     p.add_argument("--clients", type=int, default=8, help="concurrent chat clients in the load step")
@@ -46,6 +54,34 @@ def _rag(*args: str) -> dict[str, Any]:
     data = json.loads(proc.stdout)
     data["wall_s"] = time.perf_counter() - t
     return data
+
+
+def bench_scale(index_dir: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """FAISS and milvus-lite at each size on vectors mixed from the index's real chunk embeddings."""
+    import numpy as np
+
+    from bench.scale import load_base, measure, real_recall, sentences
+    from rag.faiss_index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, IVF_NPROBE
+    from rag.models import load_embedder
+
+    base = load_base(index_dir)
+    texts = sentences(index_dir, args.scale_queries)
+    queries = np.asarray(load_embedder().embed(texts), dtype=np.float32)
+    print(f"scale: {len(base)} real chunk vectors, {len(queries)} real sentences as queries", file=sys.stderr)
+    rows: list[dict[str, Any]] = []
+    for n in (int(x) for x in args.scale_sizes.split(",") if x):
+        print(f"scale: {n:,} vectors...", file=sys.stderr)
+        hnsw = ((40, (64, 256)), (HNSW_EF_CONSTRUCTION, (64, 128, 256, 512))) if n <= args.scale_hnsw_max else ()
+        milvus = (IVF_NPROBE,) if n <= args.scale_milvus_max else None
+        rows += measure(n, base, queries, hnsw=hnsw, milvus_nprobes=milvus)
+    for row in rows:  # the settings `rag build --index-type ivf|hnsw` uses
+        p = row["params"]
+        row["default"] = (row["index"] == "ivf" and p.get("nprobe") == IVF_NPROBE) or (
+            row["index"] == "hnsw"
+            and p.get("ef_construction") == HNSW_EF_CONSTRUCTION
+            and p.get("ef_search") == HNSW_EF_SEARCH
+        )
+    return rows, real_recall(base, queries)
 
 
 def bench_build(corpus: Path) -> dict[str, Any]:
@@ -149,16 +185,25 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     if "scale" in results:
         lines += [
-            "## Scale (synthetic clustered unit vectors, dimension 384; see bench/scale.py)",
+            "## Scale (vectors mixed from the real MiniLM chunk embeddings, real sentences as queries; bench/scale.py)",
             "",
-            "| vectors | index | build (s) | size (MB) | p50 (ms) | p95 (ms) | recall@10 vs exact | p50 vs exact |",
-            "|---|---|---|---|---|---|---|---|",
+            "| vectors | engine | index | parameters | build (s) | size (MB) | p50 (ms) | p95 (ms) | recall@10 vs exact | p50 vs exact FAISS |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in results["scale"]:
-            exact = next(r for r in results["scale"] if r["vectors"] == row["vectors"] and r["index"] == "flat")
-            lines.append(
-                f"| {row['vectors']:,} | {row['index']} | {row['build_s']:.1f} | {row['index_mb']:.0f} | {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | {_f(row['recall@10'], 3)} | {row['p50_ms'] / exact['p50_ms']:.3f}x |"
+            exact = next(
+                r
+                for r in results["scale"]
+                if r["vectors"] == row["vectors"] and r["index"] == "flat" and r.get("engine", "faiss") == "faiss"
             )
+            params = ", ".join(f"{k} {v}" for k, v in (row.get("params") or {}).items())
+            lines.append(
+                f"| {row['vectors']:,} | {row.get('engine', 'faiss')} | {row['index']} | {params} | {row['build_s']:.1f} | {row['index_mb']:.0f} | {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | {_f(row['recall@10'], 3)} | {row['p50_ms'] / exact['p50_ms']:.3f}x |"
+            )
+        if results.get("scale_real"):
+            lines += ["", "recall@10 on the real chunk vectors alone: " + ", ".join(
+                f"{k}: {v:.3f}" for k, v in results["scale_real"].items()
+            )]  # fmt: skip
         lines.append("")
     if "load" in results:
         d = results["load"]
@@ -198,7 +243,8 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
     if "scale" in results:
         fig, ax = plt.subplots(figsize=(6, 4))
         for kind in ("flat", "hnsw", "ivf"):
-            rows = [r for r in results["scale"] if r["index"] == kind]
+            # one line per index type: FAISS, at the parameters `auto` uses
+            rows = [r for r in results["scale"] if r["index"] == kind and r.get("default", kind == "flat")]
             if rows:
                 ax.plot([r["vectors"] for r in rows], [r["p50_ms"] for r in rows], marker="o", label=kind)
         ax.set_xscale("log")
@@ -255,12 +301,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"answering: {', '.join(models)}, product vs naive, {args.questions} questions each...", file=sys.stderr)
         results["answering"] = bench_answering(models, args.questions, args.index)
     if "scale" in steps:
-        from bench.scale import measure as scale
-
-        results["scale"] = []
-        for n in (int(x) for x in args.scale_sizes.split(",") if x):
-            print(f"scale: {n:,} synthetic vectors...", file=sys.stderr)
-            results["scale"] += scale(n)
+        results["scale"], results["scale_real"] = bench_scale(cfg.index_dir, args)
     if "load" in steps:
         from bench.load import bench_load
 

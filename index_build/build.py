@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 
 from index_build.chunking import Chunker, ChunkTooLongError, chunking_settings
 from index_build.corpus import CORPUS_SUFFIXES, CorpusReport, Problem, read_corpus
+from rag import milvus_store
+from rag.bm25 import save_bm25
 from rag.config import RagConfig, get_config
 from rag.errors import IndexCorruptError, IndexNotFoundError
 from rag.faiss_index import choose_index_type, make_index
@@ -69,7 +71,11 @@ class BuildResult:
     corpus: CorpusReport
     problems: tuple[Problem, ...] = ()
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    index_type: str = "flat"  # the FAISS index type in use
+    index_type: str = "flat"  # the FAISS (or Milvus) index type in use
+    store: str = "faiss"
+    # Milvus store only: chunks written to / deleted from the collection by this build.
+    upserted: int | None = None
+    deleted: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +91,9 @@ class BuildResult:
             "problems": [p.to_dict() for p in self.problems],
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "index_type": self.index_type,
+            "store": self.store,
+            "upserted": self.upserted,
+            "deleted": self.deleted,
         }
 
 
@@ -101,7 +110,16 @@ def index_settings(embedder: Embedder, config: RagConfig) -> dict[str, Any]:
         "embedding": {"name": embedder.name, "dimension": embedder.dimension, "max_tokens": embedder.max_tokens},
         "chunking": chunking_settings(embedder, config.chunk_overlap),
         "index_type": config.index_type,
+        "store": store_settings(config),
     }
+
+
+def store_settings(config: RagConfig) -> dict[str, Any]:
+    """Where vectors live: FAISS files in the index directory, or a Milvus collection (URI
+    recorded without credentials)."""
+    if config.store == "milvus":
+        return milvus_store.store_settings(milvus_store.resolve_uri(config.milvus_uri, Path(config.index_dir)))
+    return {"type": "faiss"}
 
 
 def dir_size(path: Path) -> int:
@@ -165,6 +183,7 @@ def build_index(
         and old_manifest is not None
         and old_manifest.get("corpus_hash") == digest
         and all(old_manifest.get(k) == v for k, v in settings.items())
+        and _store_intact(cfg, old_manifest, embedder)
     ):
         counts = old_manifest.get("counts", {})
         logger.info("index at %s is up to date", index_dir)
@@ -179,7 +198,8 @@ def build_index(
             size_bytes=dir_size(index_dir),
             corpus=report,
             problems=tuple(problems),
-            index_type=str((old_manifest.get("faiss") or {}).get("type", "flat")),
+            index_type=str((old_manifest.get("faiss") or old_manifest.get("milvus") or {}).get("type", "flat")),
+            store=cfg.store,
         )
 
     watch.start("chunk")
@@ -221,11 +241,31 @@ def build_index(
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.tmp-{os.getpid()}-", dir=index_dir.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the index should not be
+    synced: milvus_store.SyncResult | None = None
     try:
-        faiss_params = _write_index(tmp, kept, chunks, matrix, keys, embedder, cfg.index_type)
+        if cfg.store == "milvus":
+            uri = milvus_store.resolve_uri(cfg.milvus_uri, index_dir)
+            hashes = [
+                content_hash(k, json.dumps(c.to_dict(), sort_keys=True)) for k, c in zip(keys, chunks, strict=True)
+            ]
+            milvus_params, synced = milvus_store.sync_collection(
+                uri,
+                _nodes(chunks, matrix),
+                hashes,
+                dimension=embedder.dimension,
+                embed_model=embedder.name,
+                index_type=cfg.index_type,
+                force=force,
+            )
+            write_papers(tmp / PAPERS, kept)
+            write_embedding_cache(tmp, embedder.name, keys, matrix)
+            store_params = {"milvus": milvus_params}
+        else:
+            store_params = {"faiss": _write_index(tmp, kept, chunks, matrix, keys, embedder, cfg.index_type)}
+        index_kind = str(next(iter(store_params.values()))["type"])
         manifest = {
             **settings,
-            "faiss": faiss_params,
+            **store_params,
             "corpus_hash": digest,
             "corpus": {
                 "files": list(report.files),
@@ -260,7 +300,10 @@ def build_index(
         corpus=report,
         problems=tuple(problems),
         stage_seconds=dict(watch.seconds),
-        index_type=str(faiss_params["type"]),
+        index_type=index_kind,
+        store=cfg.store,
+        upserted=synced.upserted if synced else None,
+        deleted=synced.deleted if synced else None,
     )
     logger.info(
         "built index %s: %d papers, %d chunks (%d embedded)", index_dir, result.papers, result.chunks, result.embedded
@@ -277,15 +320,30 @@ def _write_index(
     embedder: Embedder,
     index_type: str,
 ) -> dict[str, Any]:
-    """Persist the llama-index storage (docstore + FAISS), papers and the embedding cache.
+    """Persist the llama-index storage (docstore + FAISS), BM25, papers and the embedding cache.
 
     Returns the FAISS index type in use and its parameters, for the manifest.
     """
     from llama_index.core import StorageContext, VectorStoreIndex
-    from llama_index.core.schema import TextNode
     from llama_index.vector_stores.faiss import FaissVectorStore
 
     from rag.llama import EmbedderAdapter
+
+    nodes = _nodes(chunks, matrix)
+    faiss_index, params = make_index(choose_index_type(index_type, len(chunks)), embedder.dimension, matrix)
+    vector_store = FaissVectorStore(faiss_index=faiss_index)
+    storage = StorageContext.from_defaults(vector_store=vector_store)
+    VectorStoreIndex(nodes, storage_context=storage, embed_model=EmbedderAdapter(embedder), show_progress=False)
+    storage.persist(persist_dir=str(out))
+    save_bm25(out, nodes)
+    write_papers(out / PAPERS, papers)
+    write_embedding_cache(out, embedder.name, keys, matrix)
+    return params
+
+
+def _nodes(chunks: list[Chunk], matrix: np.ndarray) -> list[Any]:
+    """llama-index TextNodes of the chunks, with their vectors and the metadata the pipeline needs."""
+    from llama_index.core.schema import TextNode
 
     meta_keys = ["paper_id", "title", "start", "end", "sentences", "position"]
     nodes = []
@@ -302,14 +360,16 @@ def _write_index(
                 embedding=vector.tolist(),
             )
         )
-    faiss_index, params = make_index(choose_index_type(index_type, len(chunks)), embedder.dimension, matrix)
-    vector_store = FaissVectorStore(faiss_index=faiss_index)
-    storage = StorageContext.from_defaults(vector_store=vector_store)
-    VectorStoreIndex(nodes, storage_context=storage, embed_model=EmbedderAdapter(embedder), show_progress=False)
-    storage.persist(persist_dir=str(out))
-    write_papers(out / PAPERS, papers)
-    write_embedding_cache(out, embedder.name, keys, matrix)
-    return params
+    return nodes
+
+
+def _store_intact(cfg: RagConfig, manifest: dict[str, Any], embedder: Embedder) -> bool:
+    """FAISS files move with the index directory; a Milvus collection must still hold the build."""
+    if cfg.store != "milvus":
+        return True
+    uri = milvus_store.resolve_uri(cfg.milvus_uri, Path(cfg.index_dir))
+    count = int((manifest.get("counts") or {}).get("chunks", -1))
+    return milvus_store.collection_matches(uri, count, embedder.name, cfg.index_type)
 
 
 class _Stopwatch:

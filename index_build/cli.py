@@ -44,6 +44,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="FAISS index: auto (default: exact up to 50k chunks, HNSW to 500k, then IVF), flat, hnsw or ivf",
     )
+    p.add_argument(
+        "--store",
+        choices=("faiss", "milvus"),
+        default=None,
+        help="where vectors and BM25 live: faiss (default: files in the index directory) or milvus",
+    )
+    p.add_argument(
+        "--milvus-uri",
+        default=None,
+        metavar="URI",
+        help="with --store milvus: a local path (milvus-lite; default <index>.milvus.db or $RAG_MILVUS_URI) "
+        "or http(s)://host:19530 for a Milvus server; the token goes in $RAG_MILVUS_TOKEN",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -57,7 +70,9 @@ def peak_rss_mb() -> float:
 def run(args: argparse.Namespace) -> int:
     from index_build.build import build_index
 
-    cfg = config_from_args(args, corpus="corpus", index_dir="index", index_type="index_type")
+    cfg = config_from_args(
+        args, corpus="corpus", index_dir="index", index_type="index_type", store="store", milvus_uri="milvus_uri"
+    )
     if args.no_progress:
         cfg = cfg.replace(progress=False)
     result = build_index(cfg, force=args.force, limit=args.limit, arxiv_categories=args.arxiv_category or ())
@@ -85,8 +100,9 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.stage_seconds.items())
+    store = "" if result.store == "faiss" else f" in Milvus ({result.upserted} upserted, {result.deleted} deleted)"
     print(
-        f"built {result.index_dir}: {result.papers} papers, {result.chunks} chunks, {result.index_type} index "
+        f"built {result.index_dir}: {result.papers} papers, {result.chunks} chunks, {result.index_type} index{store} "
         f"({result.embedded} embedded, {result.reused} reused from cache)"
     )
     print(

@@ -57,9 +57,17 @@ class RagConfig:
     # Token overlap between consecutive chunks of one abstract; 0 because evidence is
     # selected per sentence later, so overlap would only duplicate sentences.
     chunk_overlap: int = 0
-    # FAISS index: "auto" (exact up to 50k chunks, then HNSW, IVF beyond 500k), "flat" (exact),
+    # Vector index (FAISS, or Milvus with store="milvus"): "auto" (exact up to 50k chunks, then
+    # HNSW, IVF beyond 500k; see rag/faiss_index.py), "flat" (exact),
     # "hnsw" or "ivf" (approximate). The type in use is recorded in the manifest.
     index_type: str = "auto"
+    # Where vectors and BM25 live: "faiss" (files in the index directory, the default) or
+    # "milvus" (a Milvus collection: milvus-lite's local data directory, or a Milvus server).
+    store: str = "faiss"
+    # The Milvus URI for store="milvus": a local path (milvus-lite) or http(s)://host:19530;
+    # None: $RAG_MILVUS_URI, else <index_dir>.milvus.db beside the index. Credentials go in
+    # $RAG_MILVUS_TOKEN, never here (the manifest records the URI without them).
+    milvus_uri: str | None = None
     # Show progress bars on long work (they are also off when stderr is not a terminal).
     progress: bool = True
 
@@ -145,6 +153,8 @@ class RagConfig:
             raise ConfigError(f"chunk_overlap must be >= 0, got {self.chunk_overlap}")
         if self.index_type not in ("auto", "flat", "hnsw", "ivf"):
             raise ConfigError(f"index_type must be one of auto, flat, hnsw, ivf; got {self.index_type!r}")
+        if self.store not in ("faiss", "milvus"):
+            raise ConfigError(f"store must be faiss or milvus, got {self.store!r}")
         if self.retrieval_mode not in RETRIEVAL_MODES:
             raise ConfigError(
                 f"retrieval_mode must be one of {', '.join(RETRIEVAL_MODES)}, got {self.retrieval_mode!r}"

@@ -1,4 +1,4 @@
-"""Hybrid retrieval: dense (FAISS) + BM25, fused by reciprocal rank, aggregated to papers.
+"""Hybrid retrieval: dense (FAISS or Milvus) + BM25, fused by reciprocal rank, aggregated to papers.
 
 Each retriever ranks chunks; a paper takes the rank of its best chunk in each ranking, and
 reciprocal-rank fusion combines the paper rankings, so a paper appears once. Every returned
@@ -53,26 +53,30 @@ class Retriever:
         self._lock = threading.Lock()
 
     def _bm25_retriever(self) -> Any:
+        """The FAISS store's BM25: the one saved at build time, else built in memory once."""
+        from rag.bm25 import build_bm25, load_bm25
+
         with self._lock:
             if self._bm25 is None:
-                import Stemmer
-                from llama_index.retrievers.bm25 import BM25Retriever
-
-                self._bm25 = BM25Retriever.from_defaults(
-                    nodes=self.index.nodes,
-                    similarity_top_k=min(self.candidates, len(self.index.chunks)),
-                    stemmer=Stemmer.Stemmer("english"),
-                    language="english",
-                )
+                self._bm25 = load_bm25(self.index.index_dir, set(self.index.chunks), self.candidates)
+                if self._bm25 is None:
+                    self._bm25 = build_bm25(self.index.nodes, self.candidates)
         return self._bm25
 
     def bm25_search(self, query: str, *, chunk_ids: Collection[str] | None = None) -> list[ScoredChunk]:
         """Chunks sharing (stemmed) words with the query, best first; zero scores dropped.
 
-        ``chunk_ids`` restricts the ranking to those chunks (a metadata filter).
+        ``chunk_ids`` restricts the ranking to those chunks (a metadata filter). With the Milvus
+        store, Milvus's built-in BM25 full-text search ranks them.
         """
         if not query.strip():
             return []
+        if self.index.backend is not None:
+            found = self.index.backend.bm25(query, self.candidates, chunk_ids)
+            return [
+                ScoredChunk(chunk=self.index.chunks[cid], score=score, rank=r)
+                for r, (cid, score) in enumerate((f for f in found if f[0] in self.index.chunks), 1)
+            ]
         if chunk_ids is not None:
             return self._bm25_within(query, chunk_ids)
         out: list[ScoredChunk] = []
@@ -105,7 +109,9 @@ class Retriever:
         indexes, scores = retriever.bm25.retrieve(tokens, k=k, show_progress=False, weight_mask=mask)
         out: list[ScoredChunk] = []
         for idx, score in zip(indexes[0], scores[0], strict=True):
-            chunk = self.index.chunks.get(retriever.corpus[int(idx)]["node_id"])
+            # a BM25 index loaded with its corpus (the saved one) returns the documents themselves
+            doc = idx if isinstance(idx, dict) else retriever.corpus[int(idx)]
+            chunk = self.index.chunks.get(doc["node_id"])
             if chunk is not None and float(score) > 0.0 and chunk.chunk_id in chunk_ids:
                 out.append(ScoredChunk(chunk=chunk, score=float(score), rank=len(out) + 1))
         return out

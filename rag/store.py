@@ -165,6 +165,9 @@ class RagIndex:
     chunks: dict[str, Chunk]
     vector_index: Any  # llama_index.core.VectorStoreIndex
     embedder: Embedder
+    # The Milvus store (rag.milvus_store.MilvusBackend) serves dense search, BM25 and stored
+    # vectors when the index was built with `--store milvus`; None for FAISS.
+    backend: Any = None
     _positions: dict[str, int] | None = field(default=None, repr=False)
     _by_paper: dict[str, list[Chunk]] | None = field(default=None, repr=False)
 
@@ -196,6 +199,9 @@ class RagIndex:
             return []
         if vector is None:
             vector = self.query_vector(query)
+        if self.backend is not None:
+            found = [(cid, s) for cid, s in self.backend.dense(vector, k, chunk_ids) if cid in self.chunks]
+            return [ScoredChunk(chunk=self.chunks[cid], score=s, rank=r) for r, (cid, s) in enumerate(found, 1)]
         if chunk_ids is not None:
             return self._dense_search_within(vector, k, chunk_ids)
         retriever = self.vector_index.as_retriever(similarity_top_k=k)
@@ -249,6 +255,8 @@ class RagIndex:
 
     def chunk_vectors(self, chunk_ids: list[str]) -> np.ndarray:
         """Stored vectors of the given chunks, shape (len(chunk_ids), dimension)."""
+        if self.backend is not None:
+            return np.asarray(self.backend.vectors(chunk_ids), dtype=np.float32).reshape(len(chunk_ids), -1)
         rows = [self.faiss_index.reconstruct(self._position(cid)) for cid in chunk_ids]
         return np.asarray(rows, dtype=np.float32).reshape(len(chunk_ids), -1)
 
@@ -282,6 +290,8 @@ def open_index(index_dir: str | Path, embedder: Embedder) -> RagIndex:
     index_dir = Path(index_dir)
     manifest = read_manifest(index_dir)
     check_manifest(manifest, embedder, index_dir)
+    if (manifest.get("store") or {}).get("type", "faiss") == "milvus":
+        return _open_milvus_index(index_dir, manifest, embedder)
     for name in (FAISS_FILE, "docstore.json", "index_store.json", PAPERS):
         if not (index_dir / name).is_file():
             raise IndexCorruptError(f"{index_dir} lacks {name}: run `rag build --force`")
@@ -316,3 +326,31 @@ def open_index(index_dir: str | Path, embedder: Embedder) -> RagIndex:
         )
     logger.info("opened index %s: %d papers, %d chunks", index_dir, len(papers), len(chunks))
     return RagIndex(index_dir, manifest, papers, chunks, vector_index, embedder)
+
+
+def _open_milvus_index(index_dir: Path, manifest: dict[str, Any], embedder: Embedder) -> RagIndex:
+    """Open an index whose vectors, chunk text and BM25 live in a Milvus collection."""
+    from llama_index.core import VectorStoreIndex
+
+    from rag.llama import EmbedderAdapter
+    from rag.milvus_store import open_collection
+
+    if not (index_dir / PAPERS).is_file():
+        raise IndexCorruptError(f"{index_dir} lacks {PAPERS}: run `rag build --force`")
+    backend, store, rows = open_collection(manifest, index_dir, embedder.name, embedder.dimension)
+    chunks: dict[str, Chunk] = {}
+    for node_id, text, meta in rows:
+        try:
+            chunks[node_id] = chunk_from_metadata(node_id, text, meta)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexCorruptError(f"{index_dir}: chunk {node_id} has bad metadata ({exc})") from exc
+    papers = read_papers(index_dir / PAPERS)
+    missing = {c.paper_id for c in chunks.values()} - set(papers)
+    if missing:
+        raise IndexCorruptError(
+            f"{index_dir}: chunks refer to unknown papers {sorted(missing)[:3]}: run `rag build --force`"
+        )
+    backend.set_chunks({cid: c.paper_id for cid, c in chunks.items()})
+    vector_index = VectorStoreIndex.from_vector_store(store, embed_model=EmbedderAdapter(embedder))
+    logger.info("opened index %s (Milvus %s): %d papers, %d chunks", index_dir, backend.uri, len(papers), len(chunks))
+    return RagIndex(index_dir, manifest, papers, chunks, vector_index, embedder, backend=backend)
