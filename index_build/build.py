@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +35,7 @@ from rag.store import (
     FORMAT_VERSION,
     MANIFEST,
     PAPERS,
+    build_lock,
     read_embedding_cache,
     read_manifest,
     recover_interrupted_swap,
@@ -141,6 +142,27 @@ def build_index(
     settings = index_settings(embedder, cfg)
     digest = corpus_digest(papers)
 
+    # One build of this index at a time, from the first look at the old index to the swap: a
+    # second build waits, then finds the index up to date (or rebuilds on top of the first).
+    with build_lock(index_dir):
+        return _build_locked(
+            cfg, index_dir, papers, report, problems, embedder, settings, digest, force, watch, started
+        )
+
+
+def _build_locked(
+    cfg: RagConfig,
+    index_dir: Path,
+    papers: list[Paper],
+    report: CorpusReport,
+    problems: list[Problem],
+    embedder: Embedder,
+    settings: dict[str, Any],
+    digest: str,
+    force: bool,
+    watch: _Stopwatch,
+    started: float,
+) -> BuildResult:
     recover_interrupted_swap(index_dir)
     _remove_stale_temp_dirs(index_dir)
     old_manifest = _existing_manifest(index_dir)
@@ -201,8 +223,7 @@ def build_index(
 
     watch.start("index")
     index_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.tmp-{os.getpid()}-", dir=index_dir.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the index should not be
+    tmp = _make_temp_dir(index_dir)
     try:
         faiss_params = _write_index(tmp, kept, chunks, matrix, keys, embedder, cfg.index_type)
         manifest = {
@@ -216,7 +237,7 @@ def build_index(
                 "skipped": len(problems),
             },
             "counts": {"papers": len(kept), "chunks": len(chunks)},
-            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "built_at": datetime.now(UTC).isoformat(timespec="microseconds"),  # the chat reloads on a change
             "build_seconds": round(time.perf_counter() - started, 3),
         }
         # The manifest is written last: a directory without one is never taken for an index.
@@ -336,10 +357,21 @@ def _remove_stale_temp_dirs(index_dir: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _make_temp_dir(index_dir: Path) -> Path:
+    """A new, empty sibling directory for the next index, with the modes the umask allows.
+
+    ``os.mkdir(path, 0o777)`` lets the kernel apply the umask; ``tempfile.mkdtemp`` would make it
+    private (0o700), and reading the umask means setting it (``os.umask``), which changes it for
+    every thread of the process for a moment.
+    """
+    for _ in range(100):
+        tmp = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir(mode=0o777)
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"cannot create a temporary directory beside {index_dir}")
 
 
 def _pid_alive(pid: int) -> bool:
