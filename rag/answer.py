@@ -187,6 +187,7 @@ class Answerer:
         self._retriever: Retriever | None = None
         self._cached: CachedEmbedder | None = None
         self._df: dict[str, int] | None = None  # document frequency of content words (list questions)
+        self._active = 0  # answers being made: the index is not swapped under them
         # Guards lazy loading only. Re-entrant: sentence_embedder may need the index first.
         self._lock = threading.RLock()
 
@@ -203,6 +204,25 @@ class Answerer:
             if self._index is None:
                 self._index = open_index(self.config.index_dir, self.embedder)
             return self._index
+
+    @property
+    def loaded_index(self) -> RagIndex | None:
+        """The index in use, or None before the first question opened it."""
+        return self._index
+
+    def use_index(self, index: RagIndex) -> bool:
+        """Answer from ``index`` from the next question on (a rebuilt index, opened by the caller).
+
+        Never mid-answer: while a question is being answered nothing changes and this returns
+        False, so the caller tries again before a later question.
+        """
+        with self._lock:
+            if self._active:
+                return False
+            if index is not self._index:
+                self._index, self._retriever, self._df = index, None, None
+                self._embedder = self._embedder or index.embedder
+            return True
 
     @property
     def retriever(self) -> Retriever:
@@ -257,6 +277,15 @@ class Answerer:
         Keyword overrides (``top_k``, ``strict``, ``retrieval_mode``, ...) change the config for
         this question only.
         """
+        with self._lock:
+            self._active += 1
+        try:
+            yield from self._stream(question, history, **overrides)
+        finally:
+            with self._lock:
+                self._active -= 1
+
+    def _stream(self, question: str, history: History | None = None, **overrides: Any) -> Iterator[Event]:
         cfg = self.config.replace(**{k: v for k, v in overrides.items() if v is not None}) if overrides else self.config
         start = time.perf_counter()
         timings: dict[str, float] = {}

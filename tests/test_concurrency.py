@@ -259,3 +259,42 @@ def test_embedding_cache_with_eight_threads_and_a_tiny_capacity() -> None:
 def test_the_cache_test_catches_a_read_back_after_the_lock() -> None:
     errors = _hammer(_ReadBackCache(_SlowEmbedder(), maxsize=3))
     assert errors and any(isinstance(e, KeyError) for e in errors)
+
+
+# -- the chat app and a rebuilt index -------------------------------------------------------------
+def test_chat_app_moves_to_a_rebuilt_index_between_questions_never_mid_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rag.answer
+    from rag.answer import AnswerEvent, EvidenceEvent
+    from rag.config import get_config
+    from rag.llm import FakeGenerator
+    from ui.app import default_factory
+
+    embedder = HashEmbedder()
+    monkeypatch.setattr(rag.answer, "load_embedder", lambda *a, **k: embedder)
+    monkeypatch.setattr(rag.answer, "load_generator", lambda *a, **k: FakeGenerator("Owls hunt at night [1]."))
+    corpus_a, corpus_b = _corpus(tmp_path / "a.jsonl", "alpha"), _corpus(tmp_path / "b.jsonl", "beta")
+    index_dir = tmp_path / "index"
+    build_index({"corpus": [corpus_a], "index_dir": index_dir, "progress": False}, embedder=embedder)
+    factory = default_factory(get_config({"index_dir": index_dir, "min_relevance": -1.0}))
+    question = "Which owl survey studies owls at night with thermal cameras?"
+
+    def version(events: list[object]) -> set[str]:
+        evidence = next(e for e in events if isinstance(e, EvidenceEvent))
+        return {r.title.split()[2] for r in evidence.retrieved}  # "Owl survey alpha number 3"
+
+    assert version(list(factory("qwen2.5-coder-1.5b").stream(question))) == {"alpha"}
+    # A question is under way when the rebuild lands: it finishes on the index it started with.
+    answerer = factory("qwen2.5-coder-1.5b")
+    stream = answerer.stream(question)
+    first = [next(stream)]
+    build_index({"corpus": [corpus_b], "index_dir": index_dir, "progress": False}, embedder=embedder)
+    assert factory("qwen2.5-coder-1.5b") is answerer  # another question arrives meanwhile
+    rest = list(stream)
+    assert version(first) == {"alpha"} and isinstance(rest[-1], AnswerEvent)
+    assert all(c.title.split()[2] == "alpha" for c in rest[-1].answer.citations)
+    # The next question is answered from the rebuilt index, and the models share it.
+    assert version(list(factory("qwen2.5-coder-1.5b").stream(question))) == {"beta"}
+    other = factory("qwen2.5-coder-0.5b")
+    assert other.index is answerer.index and version(list(other.stream(question))) == {"beta"}
