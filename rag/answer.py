@@ -24,7 +24,7 @@ import numpy as np
 
 from rag.citations import find_citations, render_sentence, renumber, split_answer
 from rag.config import RagConfig, get_config
-from rag.errors import RagError
+from rag.errors import ConfigError, ContextOverflowError, RagError
 from rag.evidence import CachedEmbedder, content_words, select_evidence
 from rag.forms import name_noun_citations, question_form, short_title
 from rag.llm import Generator, load_generator
@@ -39,6 +39,11 @@ from rag.verify import Verified, Verifier, is_refusal, numbers_in
 logger = logging.getLogger(__name__)
 
 History = Sequence[tuple[str, str] | Answer]
+# Settings of the index itself: an Answerer answers from one index, so a question cannot change
+# them (make another Answerer, or rebuild the index).
+INDEX_FIELDS = ("index_dir", "corpus", "embed_model", "embed_batch_size", "chunk_overlap", "index_type")
+# Retrievers kept for per-question `candidates` / `rrf_k` beside the configured one.
+_MAX_RETRIEVERS = 8
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _FOLLOW_UP = re.compile(
     r"\b(it|its|it's|they|them|their|this|that|these|those|he|she|his|her|the paper|the method|the model|the same|what about|how about)\b",
@@ -188,6 +193,7 @@ class Answerer:
         self._cached: CachedEmbedder | None = None
         self._df: dict[str, int] | None = None  # document frequency of content words (list questions)
         self._active = 0  # answers being made: the index is not swapped under them
+        self._retrievers: dict[tuple[int, int], Retriever] = {}  # per-question candidates / rrf_k
         # Guards lazy loading only. Re-entrant: sentence_embedder may need the index first.
         self._lock = threading.RLock()
 
@@ -221,6 +227,7 @@ class Answerer:
                 return False
             if index is not self._index:
                 self._index, self._retriever, self._df = index, None, None
+                self._retrievers.clear()
                 self._embedder = self._embedder or index.embedder
             return True
 
@@ -231,6 +238,28 @@ class Answerer:
             if self._retriever is None:
                 self._retriever = Retriever(index, candidates=self.config.candidates, rrf_k=self.config.rrf_k)
             return self._retriever
+
+    def retriever_for(self, cfg: RagConfig) -> Retriever:
+        """The retriever for a question's ``candidates`` and ``rrf_k`` (the configured one when they
+        are the answerer's own; others are made once and kept)."""
+        key = (cfg.candidates, cfg.rrf_k)
+        if key == (self.config.candidates, self.config.rrf_k):
+            return self.retriever
+        index = self.index
+        with self._lock:
+            retriever = self._retrievers.get(key)
+            if retriever is None:
+                if len(self._retrievers) >= _MAX_RETRIEVERS:
+                    self._retrievers.pop(next(iter(self._retrievers)))
+                retriever = self._retrievers[key] = Retriever(index, candidates=cfg.candidates, rrf_k=cfg.rrf_k)
+            return retriever
+
+    def generator_for(self, cfg: RagConfig) -> Generator:
+        """The generator for a question's ``model``, ``n_ctx`` and ``n_threads`` (the configured one
+        when they are the answerer's own; others come from the per-process cache of loaded models)."""
+        if (cfg.model, cfg.n_ctx, cfg.n_threads) == (self.config.model, self.config.n_ctx, self.config.n_threads):
+            return self.generator
+        return load_generator(cfg.model, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads)
 
     @property
     def generator(self) -> Generator:
@@ -277,6 +306,12 @@ class Answerer:
         Keyword overrides (``top_k``, ``strict``, ``retrieval_mode``, ...) change the config for
         this question only.
         """
+        fixed = sorted(k for k, v in overrides.items() if k in INDEX_FIELDS and v is not None)
+        if fixed:
+            raise ConfigError(
+                f"{', '.join(fixed)} cannot change for one question: they belong to the index this Answerer "
+                f"opened ({self.config.index_dir}); make another Answerer with them"
+            )
         with self._lock:
             self._active += 1
         try:
@@ -302,7 +337,7 @@ class Answerer:
         base = dict(
             question=text,
             retrieved=retrieval.retrieved,
-            model=self._model_name(),
+            model=self._model_name(cfg),
             standalone_question=standalone if standalone != text else None,
             warnings=tuple(warnings),
             form=form,
@@ -397,7 +432,7 @@ class Answerer:
         """Papers for the question (more of them for a list question), and its embedding."""
         vector = self.index.query_vector(question)  # embedded once, for retrieval and evidence
         k = max(cfg.top_k, cfg.list_max_papers) if form == "list" else cfg.top_k
-        retrieved = tuple(self.retriever.search(question, k, cfg.retrieval_mode, vector=vector))
+        retrieved = tuple(self.retriever_for(cfg).search(question, k, cfg.retrieval_mode, vector=vector))
         if form == "list":
             retrieved = self.list_papers(question, retrieved, cfg)
         return Retrieval(question, vector, retrieved)
@@ -459,7 +494,14 @@ class Answerer:
         """Stream the model's answer; ``out`` receives the whole text, token counts and timings.
         Stops when the model repeats itself or echoes the prompt's structure."""
         messages = answer_messages(question, sources, form)
-        generator = self.generator
+        generator = self.generator_for(cfg)
+        prompt_tokens = generator.count_tokens(messages)
+        n_ctx = int(getattr(generator, "n_ctx", cfg.n_ctx))
+        if prompt_tokens + cfg.max_answer_tokens > n_ctx:  # llama.cpp would fail mid-request
+            raise ContextOverflowError(
+                f"the prompt is {prompt_tokens} tokens and the answer may take {cfg.max_answer_tokens}, more than "
+                f"the model's context window of {n_ctx} tokens: lower evidence_tokens or top_k, or raise n_ctx"
+            )
         t = time.perf_counter()
         pieces: list[str] = []
         first: float | None = None
@@ -484,7 +526,7 @@ class Answerer:
         out.completion_tokens = len(pieces)
         if first is not None and end > first and len(pieces) > 1:
             out.timings["tokens_per_s"] = (len(pieces) - 1) / (end - first)
-        out.prompt_tokens = generator.count_tokens(messages)
+        out.prompt_tokens = prompt_tokens
 
     def verify(self, question: str, raw: str, sources: Sequence[Source], form: str, cfg: RagConfig) -> Verified:
         """Citations used as nouns get their paper's name, then every claim is checked against
@@ -638,7 +680,13 @@ class Answerer:
         return candidate
 
     # -- helpers --------------------------------------------------------------------------------
-    def _model_name(self) -> str:
+    def _model_name(self, cfg: RagConfig | None = None) -> str:
+        if cfg is not None and (cfg.model, cfg.n_ctx, cfg.n_threads) != (
+            self.config.model,
+            self.config.n_ctx,
+            self.config.n_threads,
+        ):
+            return cfg.model  # answered by generator_for(cfg), not by this answerer's own generator
         return self._generator.name if self._generator is not None else self.config.model
 
     def verifier(self, cfg: RagConfig | None = None) -> Verifier:

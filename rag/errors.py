@@ -37,3 +37,7 @@ class ConfigError(RagError):
 
 class FilterError(RagError):
     """A retrieval filter is malformed, or no paper of the index matches it."""
+
+
+class ContextOverflowError(RagError):
+    """A prompt and the answer it asks for do not fit the model's context window (``n_ctx``)."""

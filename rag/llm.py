@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from rag.errors import ModelError
+from rag.errors import ContextOverflowError, ModelError
 from rag.models import enforce_offline
 
 logger = logging.getLogger(__name__)
@@ -326,10 +326,19 @@ class LlamaCppGenerator:
                 repeat_penalty=1.0,  # a penalty would push the model away from quoting its sources
                 max_tokens=max_tokens,
             )
-            for chunk in chunks:
-                delta = chunk["choices"][0].get("delta", {}).get("content")
-                if delta:
-                    yield delta
+            try:
+                for chunk in chunks:
+                    delta = chunk["choices"][0].get("delta", {}).get("content")
+                    if delta:
+                        yield delta
+            except ValueError as exc:
+                # llama-cpp-python: "Requested tokens (N) exceed context window of M"
+                if "context window" not in str(exc):
+                    raise
+                raise ContextOverflowError(
+                    f"{self.name}: {exc}; shorten the question or the evidence (evidence_tokens, top_k) "
+                    f"or raise n_ctx (now {self.n_ctx})"
+                ) from exc
 
 
 class FakeGenerator:

@@ -28,7 +28,15 @@ from starlette.types import Receive, Scope, Send
 
 from rag.answer import Answerer, AnswerEvent, EvidenceEvent, QuestionError, TokenEvent, clean_question
 from rag.config import RagConfig
-from rag.errors import ConfigError, IndexCorruptError, IndexMismatchError, IndexNotFoundError, ModelError, RagError
+from rag.errors import (
+    ConfigError,
+    ContextOverflowError,
+    IndexCorruptError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    ModelError,
+    RagError,
+)
 from rag.retrieve import Retriever
 from rag.types import RetrievedPaper
 from ui.gate import ModelQueue, QueueFull, Turn, iterate_in_thread
@@ -77,8 +85,8 @@ def error_of(exc: BaseException) -> tuple[int, str]:
         return 503, BAD_INDEX
     if isinstance(exc, ModelError):
         return 503, NO_MODEL
-    if isinstance(exc, ConfigError):
-        return 400, str(exc)
+    if isinstance(exc, (ConfigError, ContextOverflowError)):
+        return 400, str(exc)  # says which setting or what to shorten; names no path
     return 500, INTERNAL
 
 
