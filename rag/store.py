@@ -191,6 +191,13 @@ def check_manifest(manifest: dict[str, Any], embedder: Embedder, where: Path) ->
             f"{where}: index format {version!r}, this version reads {FORMAT_VERSION}: run `rag build --force`"
         )
     emb = manifest.get("embedding") or {}
+    built_with = str(emb.get("name"))
+    if built_with.startswith("local:") and "@" not in built_with and embedder.name.startswith(built_with + "@"):
+        raise IndexMismatchError(
+            f"{where}: built with embedding model {built_with!r}, named by its folder only; local models are now "
+            f"named by a hash of their files ({embedder.name!r}), so this index cannot be matched to its model: "
+            "rebuild it with `rag build --force`"
+        )
     if emb.get("name") != embedder.name or emb.get("dimension") != embedder.dimension:
         raise IndexMismatchError(
             f"{where}: built with embedding model {emb.get('name')!r} (dimension {emb.get('dimension')}), "
