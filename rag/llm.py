@@ -212,7 +212,7 @@ class ModelStatus:
     description: str
     path: str | None
     size: int | None
-    status: str  # "verified", "not assembled yet", "missing package: ...", "hash mismatch: ..."
+    status: str  # "verified", "not assembled yet", "missing: ...", "refused (hash mismatch): ..."
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -241,7 +241,9 @@ def model_status(spec: ModelSpec, cache_dir: Path | None = None) -> ModelStatus:
     try:
         verify_file(target, spec)
     except ModelError as exc:
-        return ModelStatus(spec.name, spec.description, str(target), target.stat().st_size, f"hash mismatch: {exc}")
+        return ModelStatus(
+            spec.name, spec.description, str(target), target.stat().st_size, f"refused (hash mismatch): {exc}"
+        )
     return ModelStatus(spec.name, spec.description, str(target), target.stat().st_size, "verified")
 
 
