@@ -171,3 +171,15 @@ def test_index_settings_per_question_are_refused(
     with pytest.raises(ConfigError, match=f"{field} cannot change for one question.*another Answerer"):
         answerer.ask("Which owls hunt at night?", **{field: value})
     assert gen.calls == []
+
+
+@pytest.mark.slow
+def test_llama_cpp_context_error_of_a_real_model_is_a_rag_error() -> None:
+    """The tiny packaged model with a 64-token window and a longer prompt: llama.cpp's own error."""
+    gen = LlamaCppGenerator("smollm2-135m", n_ctx=64, n_threads=2)
+    messages = [{"role": "user", "content": "owls hunt at night " * 40}]
+    assert gen.count_tokens(messages) > 64
+    with pytest.raises(ContextOverflowError, match=r"exceed context window of 64.*raise n_ctx \(now 64\)"):
+        list(gen.stream(messages, max_tokens=8))
+    assert gen.lock.acquire(blocking=False)  # released for the next question
+    gen.lock.release()
