@@ -78,16 +78,20 @@ def reading(index_dir: Path) -> Iterator[None]:
     if not index_dir.parent.is_dir():
         yield
         return
+    lock = None
     try:
         lock = _swap_lock(index_dir)
-    except (OSError, sqlite3.Error) as exc:
+        lock.acquire_read()
+    except (OSError, sqlite3.Error) as exc:  # read-only folder or lock file
         logger.debug("reading %s without the swap lock: %s", index_dir, exc)
+        if lock is not None:
+            lock.close()
         yield
         return
     try:
-        with lock.read_lock():
-            yield
+        yield
     finally:
+        lock.release()
         lock.close()
 
 

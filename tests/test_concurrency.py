@@ -298,3 +298,32 @@ def test_chat_app_moves_to_a_rebuilt_index_between_questions_never_mid_answer(
     assert version(list(factory("qwen2.5-coder-1.5b").stream(question))) == {"beta"}
     other = factory("qwen2.5-coder-0.5b")
     assert other.index is answerer.index and version(list(other.stream(question))) == {"beta"}
+
+
+@pytest.mark.parametrize("fault", ["constructor", "acquire"])
+def test_an_index_whose_lock_cannot_be_taken_still_opens(
+    tmp_path: Path, small_corpus: Path, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """A reader that cannot create or lock the swap-lock file (someone else's read-only index)
+    reads without it rather than failing."""
+    import sqlite3
+
+    import rag.store
+
+    index_dir = tmp_path / "index"
+    build_index({"corpus": [small_corpus], "index_dir": index_dir, "progress": False}, embedder=HashEmbedder())
+
+    class ReadOnlyLock:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            if fault == "constructor":
+                raise sqlite3.OperationalError("unable to open database file")
+
+        def acquire_read(self) -> None:
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(rag.store, "_swap_lock", ReadOnlyLock)
+    assert len(open_index(index_dir, HashEmbedder()).papers) == 5
+    assert read_manifest(index_dir)["counts"]["papers"] == 5
