@@ -175,11 +175,12 @@ def test_index_settings_per_question_are_refused(
 
 @pytest.mark.slow
 def test_llama_cpp_context_error_of_a_real_model_is_a_rag_error() -> None:
-    """The tiny packaged model with a 64-token window and a longer prompt: llama.cpp's own error."""
-    gen = LlamaCppGenerator("smollm2-135m", n_ctx=64, n_threads=2)
-    messages = [{"role": "user", "content": "owls hunt at night " * 40}]
-    assert gen.count_tokens(messages) > 64
-    with pytest.raises(ContextOverflowError, match=r"exceed context window of 64.*raise n_ctx \(now 64\)"):
+    """The tiny packaged model with a 512-token window (llama.cpp may pad it) and a prompt of
+    ~1,600 tokens: llama.cpp's own error, raised before any token is evaluated."""
+    gen = LlamaCppGenerator("smollm2-135m", n_ctx=512, n_threads=2)
+    messages = [{"role": "user", "content": "owls hunt at night " * 400}]
+    assert gen.count_tokens(messages) > 1024
+    with pytest.raises(ContextOverflowError, match=r"exceed context window of \d+.*raise n_ctx \(now 512\)"):
         list(gen.stream(messages, max_tokens=8))
     assert gen.lock.acquire(blocking=False)  # released for the next question
     gen.lock.release()
