@@ -26,8 +26,16 @@ RETRIEVAL_METRICS = [
 ANSWER_METRICS = [
     ("must_include", "must-include accuracy (answerable)", True),
     ("f1", "token F1 (refusal-aware)", True),
-    ("judged_faithfulness", "judged faithfulness (presented sentences citing a paper that a reader finds supported)", True),
-    ("judged_faithfulness_strict", "judged faithfulness, strict (a sentence citing nothing counts as unsupported)", True),
+    (
+        "judged_faithfulness",
+        "judged faithfulness (presented sentences citing a paper that a reader finds supported)",
+        True,
+    ),
+    (
+        "judged_faithfulness_strict",
+        "judged faithfulness, strict (a sentence citing nothing counts as unsupported)",
+        True,
+    ),
     ("judged_coverage", "judged coverage (presented sentences with a judgment)", True),
     ("sentence_citation_precision", "citation precision, sentence level (judged)", True),
     ("presented_sentences", "sentences presented as the answer", True),

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +37,7 @@ from rag.store import (
     FORMAT_VERSION,
     MANIFEST,
     PAPERS,
+    build_lock,
     read_embedding_cache,
     read_manifest,
     recover_interrupted_swap,
@@ -161,11 +162,36 @@ def build_index(
         CorpusError: the corpus cannot be read or has no usable entry.
     """
     cfg = get_config(config)
-    started = time.perf_counter()
-    watch = _Stopwatch(on_stage)
-    watch.start("parse")
     index_dir = Path(cfg.index_dir)
-    recover_interrupted_swap(index_dir)
+    # One build of this index at a time, from the first look at the old index (and its uploads)
+    # to the swap: a second build waits, then finds the index up to date or builds on the first.
+    with build_lock(index_dir):
+        return _build_locked(
+            cfg,
+            index_dir,
+            embedder=embedder,
+            force=force,
+            watch=_Stopwatch(on_stage),
+            limit=limit,
+            arxiv_categories=arxiv_categories,
+            on_progress=on_progress,
+        )
+
+
+def _build_locked(
+    cfg: RagConfig,
+    index_dir: Path,
+    *,
+    embedder: Embedder | None,
+    force: bool,
+    watch: _Stopwatch,
+    limit: int | None,
+    arxiv_categories: Sequence[str],
+    on_progress: Progress | None,
+) -> BuildResult:
+    started = time.perf_counter()
+    watch.start("parse")
+    recover_interrupted_swap(index_dir)  # only a build repairs, and only under the build lock
     uploads = _uploads(index_dir, cfg.corpus)
     corpus = [*cfg.corpus, *([uploads] if uploads else [])]
     papers, report = read_corpus(corpus, limit=limit, arxiv_categories=arxiv_categories)
@@ -239,8 +265,7 @@ def build_index(
 
     watch.start("index")
     index_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.tmp-{os.getpid()}-", dir=index_dir.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the index should not be
+    tmp = _make_temp_dir(index_dir)
     synced: milvus_store.SyncResult | None = None
     try:
         if cfg.store == "milvus":
@@ -276,7 +301,7 @@ def build_index(
                 "skipped": len(problems),
             },
             "counts": {"papers": len(kept), "chunks": len(chunks)},
-            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "built_at": datetime.now(UTC).isoformat(timespec="microseconds"),  # the chat reloads on a change
             "build_seconds": round(time.perf_counter() - started, 3),
         }
         if uploads:
@@ -427,10 +452,21 @@ def _remove_stale_temp_dirs(index_dir: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _make_temp_dir(index_dir: Path) -> Path:
+    """A new, empty sibling directory for the next index, with the modes the umask allows.
+
+    ``os.mkdir(path, 0o777)`` lets the kernel apply the umask; ``tempfile.mkdtemp`` would make it
+    private (0o700), and reading the umask means setting it (``os.umask``), which changes it for
+    every thread of the process for a moment.
+    """
+    for _ in range(100):
+        tmp = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir(mode=0o777)
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"cannot create a temporary directory beside {index_dir}")
 
 
 def _pid_alive(pid: int) -> bool:

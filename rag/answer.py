@@ -10,8 +10,8 @@ sentence survives verification, a name the question asks about is absent), and t
 from __future__ import annotations
 
 import contextlib
-import math
 import logging
+import math
 import re
 import threading
 import time
@@ -25,7 +25,7 @@ import numpy as np
 
 from rag.citations import find_citations, render_sentence, renumber, split_answer
 from rag.config import RagConfig, get_config
-from rag.errors import LLMStreamError, RagError
+from rag.errors import ConfigError, ContextOverflowError, LLMStreamError, RagError
 from rag.evidence import CachedEmbedder, content_words, score_sentences, select_evidence
 from rag.filters import PaperFilter
 from rag.forms import compare_aspect, list_topic, name_noun_citations, question_form, short_title
@@ -35,14 +35,35 @@ from rag.prompts import CANNOT_ANSWER, REWRITE_SYSTEM, REWRITE_TEMPLATE, answer_
 from rag.refusal import NO_MATCHING_PAPER, NOTHING_VERIFIED, Decision, RefusalPolicy
 from rag.retrieve import Retriever
 from rag.store import RagIndex, open_index
-from rag.text import sentence_spans
 from rag.streaming import Checked, SentenceStream
+from rag.text import sentence_spans
 from rag.types import Answer, AnswerSentence, Citation, RetrievedPaper, Source
 from rag.verify import Verified, Verifier, is_refusal, numbers_in
 
 logger = logging.getLogger(__name__)
 
 History = Sequence[tuple[str, str] | Answer]
+
+
+# Settings of the index itself: an Answerer answers from one index, so a question cannot change
+# them (make another Answerer, or rebuild the index).
+def _generator_key(cfg: RagConfig) -> tuple[Any, ...]:
+    """The settings that choose the language model: one loaded generator per distinct key."""
+    return (cfg.model, cfg.n_ctx, cfg.n_threads, cfg.llm_url, cfg.llm_timeout)
+
+
+INDEX_FIELDS = (
+    "index_dir",
+    "corpus",
+    "embed_model",
+    "embed_batch_size",
+    "chunk_overlap",
+    "index_type",
+    "store",
+    "milvus_uri",
+)
+# Retrievers kept for per-question `candidates` / `rrf_k` beside the configured one.
+_MAX_RETRIEVERS = 8
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _FOLLOW_UP = re.compile(
     r"\b(it|its|it's|they|them|their|this|that|these|those|he|she|his|her|the paper|the method|the model|the same|what about|how about)\b",
@@ -71,6 +92,7 @@ class Generation:
     timings: dict[str, float] = field(default_factory=dict)
     # Why the reply stopped before the model finished it (the server's stream was cut), if it did.
     cut_off: str | None = None
+    model: str = ""  # the name of the generator that wrote it (a server's names its URL)
 
 
 # "How many ...", "what accuracy ...": a quote that answers it must hold a number.
@@ -285,6 +307,8 @@ class Answerer:
         # (warm-up or the previous answer; with llama.cpp's cached system prompt): the estimate
         # behind "reading 450 tokens of evidence, about 4 s". None until measured.
         self.prefill_tokens_per_s: float | None = None
+        self._active = 0  # answers being made: the index is not swapped under them
+        self._retrievers: dict[tuple[int, int], Retriever] = {}  # per-question candidates / rrf_k
         # Guards lazy loading only. Re-entrant: sentence_embedder may need the index first.
         self._lock = threading.RLock()
 
@@ -309,12 +333,56 @@ class Answerer:
             return self._index
 
     @property
+    def loaded_index(self) -> RagIndex | None:
+        """The index in use, or None before the first question opened it."""
+        return self._index
+
+    def use_index(self, index: RagIndex) -> bool:
+        """Answer from ``index`` from the next question on (a rebuilt index, opened by the caller).
+
+        Never mid-answer: while a question is being answered nothing changes and this returns
+        False, so the caller tries again before a later question.
+        """
+        with self._lock:
+            if self._active:
+                return False
+            if index is not self._index:
+                self._index, self._retriever, self._df = index, None, None
+                self._retrievers.clear()
+                self._embedder = self._embedder or index.embedder
+            return True
+
+    @property
     def retriever(self) -> Retriever:
         index = self.index
         with self._lock:
             if self._retriever is None:
                 self._retriever = Retriever(index, candidates=self.config.candidates, rrf_k=self.config.rrf_k)
             return self._retriever
+
+    def retriever_for(self, cfg: RagConfig) -> Retriever:
+        """The retriever for a question's ``candidates`` and ``rrf_k`` (the configured one when they
+        are the answerer's own; others are made once and kept)."""
+        key = (cfg.candidates, cfg.rrf_k)
+        if key == (self.config.candidates, self.config.rrf_k):
+            return self.retriever
+        index = self.index
+        with self._lock:
+            retriever = self._retrievers.get(key)
+            if retriever is None:
+                if len(self._retrievers) >= _MAX_RETRIEVERS:
+                    self._retrievers.pop(next(iter(self._retrievers)))
+                retriever = self._retrievers[key] = Retriever(index, candidates=cfg.candidates, rrf_k=cfg.rrf_k)
+            return retriever
+
+    def generator_for(self, cfg: RagConfig) -> Generator:
+        """The generator for a question's ``model``, ``n_ctx`` and ``n_threads`` (the configured one
+        when they are the answerer's own; others come from the per-process cache of loaded models)."""
+        if _generator_key(cfg) == _generator_key(self.config):
+            return self.generator
+        return load_generator(
+            cfg.model, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, llm_url=cfg.llm_url, timeout=cfg.llm_timeout
+        )
 
     @property
     def generator(self) -> Generator:
@@ -403,11 +471,23 @@ class Answerer:
             QuestionError: the question is empty.
             FilterError: a filter is malformed (an unknown key, a bad year range).
         """
+        fixed = sorted(k for k, v in overrides.items() if k in INDEX_FIELDS and v is not None)
+        if fixed:
+            raise ConfigError(
+                f"{', '.join(fixed)} cannot change for one question: they belong to the index this Answerer "
+                f"opened ({self.config.index_dir}); make another Answerer with them"
+            )
         spec = filters if isinstance(filters, PaperFilter) else PaperFilter.from_dict(filters)
-        for event in self._stream(question, history, spec, overrides):
-            if isinstance(event, AnswerEvent):
-                event = AnswerEvent(self._with_papers(event.answer))
-            yield event
+        with self._lock:
+            self._active += 1
+        try:
+            for event in self._stream(question, history, spec, overrides):
+                if isinstance(event, AnswerEvent):
+                    event = AnswerEvent(self._with_papers(event.answer))
+                yield event
+        finally:
+            with self._lock:
+                self._active -= 1
 
     def _with_papers(self, answer: Answer) -> Answer:
         """The answer with the records of the papers it cites (for references and export)."""
@@ -442,7 +522,7 @@ class Answerer:
         base = dict(
             question=text,
             retrieved=retrieval.retrieved,
-            model=self._model_name(),
+            model=self._model_name(cfg),
             standalone_question=standalone if standalone != text else None,
             warnings=tuple(warnings),
             form=form,
@@ -492,7 +572,7 @@ class Answerer:
             yield TokenEvent(piece)
         timings.update(generation.timings)
         raw = generation.text
-        base["model"] = self._model_name()  # now loaded: a server's generator names its URL
+        base["model"] = generation.model or self._model_name(cfg)
         for checked in checker.finish(raw) if checker is not None else ():
             timings.setdefault("first_sentence", time.perf_counter() - start)
             yield SentenceEvent.of(checked)
@@ -566,7 +646,9 @@ class Answerer:
         ``filters`` restrict the search to the matching papers, before fusion."""
         vector = self.index.query_vector(question)  # embedded once, for retrieval and evidence
         k = max(cfg.top_k, cfg.list_candidates) if form == "list" else cfg.top_k
-        retrieved = tuple(self.retriever.search(question, k, cfg.retrieval_mode, vector=vector, filters=filters))
+        retrieved = tuple(
+            self.retriever_for(cfg).search(question, k, cfg.retrieval_mode, vector=vector, filters=filters)
+        )
         if form == "list":
             retrieved = self.list_papers(question, retrieved, cfg)
         return Retrieval(question, vector, retrieved)
@@ -602,7 +684,9 @@ class Answerer:
             if total:  # the topic has rare words: the paper uses some, or a fair share unless nearly the best
                 used = content_words(f"{papers[r.paper_id].title} {papers[r.paper_id].abstract}")
                 covered = sum(w for word, w in weights.items() if word in used)
-                if not covered or (rel < best - cfg.list_strong_margin and covered < cfg.list_min_topic_coverage * total):
+                if not covered or (
+                    rel < best - cfg.list_strong_margin and covered < cfg.list_min_topic_coverage * total
+                ):
                     continue
             kept.append((rel, r))
         kept.sort(key=lambda pair: -pair[0])
@@ -656,7 +740,15 @@ class Answerer:
         """Stream the model's answer; ``out`` receives the whole text, token counts and timings.
         Stops when the model repeats itself or echoes the prompt's structure."""
         messages = answer_messages(question, sources, form)
-        generator = self.generator
+        generator = self.generator_for(cfg)
+        out.model = generator.name
+        prompt_tokens = generator.count_tokens(messages)
+        n_ctx = int(getattr(generator, "n_ctx", cfg.n_ctx))
+        if prompt_tokens + cfg.max_answer_tokens > n_ctx:  # llama.cpp would fail mid-request
+            raise ContextOverflowError(
+                f"the prompt is {prompt_tokens} tokens and the answer may take {cfg.max_answer_tokens}, more than "
+                f"the model's context window of {n_ctx} tokens: lower evidence_tokens or top_k, or raise n_ctx"
+            )
         t = time.perf_counter()
         pieces: list[str] = []
         first: float | None = None
@@ -687,7 +779,7 @@ class Answerer:
         out.completion_tokens = len(pieces)
         if first is not None and end > first and len(pieces) > 1:
             out.timings["tokens_per_s"] = (len(pieces) - 1) / (end - first)
-        out.prompt_tokens = out.prompt_tokens or generator.count_tokens(messages)
+        out.prompt_tokens = out.prompt_tokens or prompt_tokens
         reported = generator.usage(messages) if isinstance(generator, ReportsUsage) else None
         if reported is not None:  # the server's own counts (a piece of a stream may hold several tokens)
             out.prompt_tokens, out.completion_tokens = reported
@@ -777,7 +869,9 @@ class Answerer:
             body = f"\u201c{src.title}\u201d: " + " ".join(best)
             lines.append(AnswerSentence(body, (number[src.paper_id],), True, verdict="quote"))
             quoted.append(
-                Citation(number[src.paper_id], src.paper_id, src.title, src.files, tuple(best), src.retrieval_score, src.n)
+                Citation(
+                    number[src.paper_id], src.paper_id, src.title, src.files, tuple(best), src.retrieval_score, src.n
+                )
             )
         return renumbered(lines + contrast, quoted)
 
@@ -900,7 +994,9 @@ class Answerer:
         return candidate
 
     # -- helpers --------------------------------------------------------------------------------
-    def _model_name(self) -> str:
+    def _model_name(self, cfg: RagConfig | None = None) -> str:
+        if cfg is not None and _generator_key(cfg) != _generator_key(self.config):
+            return cfg.model  # answered by generator_for(cfg), not by this answerer's own generator
         return self._generator.name if self._generator is not None else self.config.model
 
     def verifier(self, cfg: RagConfig | None = None) -> Verifier:

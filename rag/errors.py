@@ -46,3 +46,7 @@ class LLMServerError(ModelError):
 
 class LLMStreamError(LLMServerError):
     """The server's reply stopped before it was finished (the connection dropped mid-answer)."""
+
+
+class ContextOverflowError(RagError):
+    """A prompt and the answer it asks for do not fit the model's context window (``n_ctx``)."""

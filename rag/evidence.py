@@ -154,7 +154,7 @@ def select_evidence(
 
     Args:
         budget: tokens for titles and sentences together; every pass keeps to it (whole_abstracts
-            ignores it).
+            keeps every sentence, but cuts one that alone exceeds it).
         whole_abstracts: the naive way: every sentence of every paper.
         whole_top: the first ``whole_top`` papers get their whole abstract (up to ``whole_cap``
             tokens each, best sentences first beyond that), so every part of a question about the
@@ -178,9 +178,9 @@ def select_evidence(
     def text_of(i: int, j: int) -> str:
         paper, spans, _ = per_paper[i]
         a, b = spans[j]
-        return (
-            paper.abstract[a:b] if whole_abstracts else cut_to_tokens(paper.abstract[a:b], sentence_cap, count_tokens)
-        )
+        # Whole abstracts are the naive baseline, yet one sentence longer than the whole budget
+        # (an abstract of one 40,000-character sentence) is cut there too.
+        return cut_to_tokens(paper.abstract[a:b], budget if whole_abstracts else sentence_cap, count_tokens)
 
     chosen: list[set[int]] = [set() for _ in per_paper]
     if whole_abstracts:

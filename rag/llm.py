@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from rag.errors import ModelError
+from rag.errors import ContextOverflowError, ModelError
 from rag.models import enforce_offline
 
 logger = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class ModelStatus:
     description: str
     path: str | None
     size: int | None
-    status: str  # "verified", "not assembled yet", "missing package: ...", "hash mismatch: ..."
+    status: str  # "verified", "not assembled yet", "missing: ...", "refused (hash mismatch): ..."
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -241,7 +241,9 @@ def model_status(spec: ModelSpec, cache_dir: Path | None = None) -> ModelStatus:
     try:
         verify_file(target, spec)
     except ModelError as exc:
-        return ModelStatus(spec.name, spec.description, str(target), target.stat().st_size, f"hash mismatch: {exc}")
+        return ModelStatus(
+            spec.name, spec.description, str(target), target.stat().st_size, f"refused (hash mismatch): {exc}"
+        )
     return ModelStatus(spec.name, spec.description, str(target), target.stat().st_size, "verified")
 
 
@@ -326,10 +328,19 @@ class LlamaCppGenerator:
                 repeat_penalty=1.0,  # a penalty would push the model away from quoting its sources
                 max_tokens=max_tokens,
             )
-            for chunk in chunks:
-                delta = chunk["choices"][0].get("delta", {}).get("content")
-                if delta:
-                    yield delta
+            try:
+                for chunk in chunks:
+                    delta = chunk["choices"][0].get("delta", {}).get("content")
+                    if delta:
+                        yield delta
+            except ValueError as exc:
+                # llama-cpp-python: "Requested tokens (N) exceed context window of M"
+                if "context window" not in str(exc):
+                    raise
+                raise ContextOverflowError(
+                    f"{self.name}: {exc}; shorten the question or the evidence (evidence_tokens, top_k) "
+                    f"or raise n_ctx (now {self.n_ctx})"
+                ) from exc
 
 
 class FakeGenerator:

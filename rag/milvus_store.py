@@ -248,9 +248,7 @@ def store_settings(uri: str, collection: str = COLLECTION) -> dict[str, Any]:
     return {"type": "milvus", "uri": public_uri(uri), "collection": collection}
 
 
-def collection_matches(
-    uri: str, count: int, embed_model: str, index_type: str, collection: str = COLLECTION
-) -> bool:
+def collection_matches(uri: str, count: int, embed_model: str, index_type: str, collection: str = COLLECTION) -> bool:
     """Whether the collection exists with ``count`` chunks of ``embed_model``, indexed as this
     version would index them (False if unreachable)."""
     try:

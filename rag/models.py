@@ -63,7 +63,9 @@ class SentenceTransformerEmbedder:
 
     def __init__(self, model: str = PACKAGED_MINILM, *, batch_size: int = 32) -> None:
         self.model_path = resolve_embedder_path(model)
-        self.name = PACKAGED_MINILM if model == PACKAGED_MINILM else f"local:{self.model_path.name}"
+        # The packaged model is pinned by its package version; a local one is named by what is in
+        # its files, so two models in folders of the same name never share an index or cache keys.
+        self.name = PACKAGED_MINILM if model == PACKAGED_MINILM else local_model_name(self.model_path)
         self.batch_size = batch_size
         config = _read_st_config(self.model_path)
         self.dimension = config["dimension"]
@@ -131,6 +133,46 @@ def resolve_embedder_path(model: str) -> Path:
             f"use {PACKAGED_MINILM!r} or a sentence-transformers directory on disk"
         )
     return path
+
+
+# What decides a sentence-transformers model's vectors: its configs, tokenizer and weights.
+# Exported copies of the weights in other runtimes (onnx/, openvino/) are never loaded here.
+_IDENTITY_SUFFIXES = frozenset({".json", ".safetensors", ".bin", ".pt", ".pth", ".txt", ".model"})
+_IDENTITY_SKIP_DIRS = frozenset({"onnx", "openvino", ".git", ".cache"})
+_IDENTITIES: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+_IDENTITIES_LOCK = threading.Lock()
+
+
+def model_files_digest(path: Path) -> str:
+    """sha256 over the relative names and contents of a model directory's config, tokenizer and
+    weight files (memoised per process by each file's size and modification time)."""
+    files = sorted(
+        f
+        for f in path.rglob("*")
+        if f.is_file()
+        and f.suffix in _IDENTITY_SUFFIXES
+        and not _IDENTITY_SKIP_DIRS & set(f.relative_to(path).parts[:-1])
+    )
+    stats = tuple((f.relative_to(path).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    key = (str(path.resolve()), stats)
+    with _IDENTITIES_LOCK:
+        if key in _IDENTITIES:
+            return _IDENTITIES[key]
+    h = hashlib.sha256()
+    for f, (rel, size, _) in zip(files, stats, strict=True):
+        h.update(f"{rel}\0{size}\0".encode())
+        with f.open("rb") as fh:
+            while block := fh.read(1 << 22):
+                h.update(block)
+    digest = h.hexdigest()
+    with _IDENTITIES_LOCK:
+        _IDENTITIES[key] = digest
+    return digest
+
+
+def local_model_name(path: Path) -> str:
+    """``local:<folder>@<16 hex of model_files_digest>``: the folder for people, the hash for identity."""
+    return f"local:{path.name}@{model_files_digest(path)[:16]}"
 
 
 def _read_st_config(path: Path) -> dict[str, int]:

@@ -8,11 +8,13 @@ manifest against the embedder in use and the files against each other.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Collection, Iterable
+import sqlite3
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,35 +44,137 @@ def backup_path(index_dir: Path) -> Path:
     return index_dir.with_name(index_dir.name + _BACKUP_SUFFIX)
 
 
+def build_lock_path(index_dir: Path) -> Path:
+    """The lock a build holds from its first look at the old index to its swap (one build at a time)."""
+    return index_dir.with_name(index_dir.name + ".build.lock")
+
+
+def swap_lock_path(index_dir: Path) -> Path:
+    """The read-write lock between readers opening the index and a build swapping it."""
+    return index_dir.with_name(index_dir.name + ".swap.lock")
+
+
+# A reader waits at most this long for a swap (two renames) to end; a build waits this long for
+# readers that are loading the index (seconds, even for a large one).
+_SWAP_TIMEOUT_S = 600.0
+
+
+def _swap_lock(index_dir: Path) -> Any:
+    from filelock import ReadWriteLock
+
+    # One instance per use: filelock's instances coordinate processes, and a thread that
+    # builds while another reads (tests, a server that rebuilds) must wait, not raise.
+    return ReadWriteLock(swap_lock_path(index_dir), timeout=_SWAP_TIMEOUT_S, is_singleton=False)
+
+
+@contextlib.contextmanager
+def reading(index_dir: Path) -> Iterator[None]:
+    """Hold the shared side of the swap lock while the index files are read.
+
+    A build swaps the directories only under the exclusive side, so a reader sees the old
+    index or the new one whole, never the gap between the renames or files of both. Where the
+    lock cannot be created (a read-only parent directory), the index is read without it.
+    """
+    if not index_dir.parent.is_dir():
+        yield
+        return
+    lock = None
+    try:
+        lock = _swap_lock(index_dir)
+        lock.acquire_read()
+    except (OSError, sqlite3.Error) as exc:  # read-only folder or lock file
+        logger.debug("reading %s without the swap lock: %s", index_dir, exc)
+        if lock is not None:
+            lock.close()
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+        lock.close()
+
+
+@contextlib.contextmanager
+def swapping(index_dir: Path) -> Iterator[None]:
+    """The exclusive side of the swap lock: no reader is between opening and having loaded."""
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = _swap_lock(index_dir)
+    try:
+        with lock.write_lock():
+            yield
+    finally:
+        lock.close()
+
+
+@contextlib.contextmanager
+def build_lock(index_dir: Path) -> Iterator[None]:
+    """One build of ``index_dir`` at a time, across processes (a second one waits its turn)."""
+    from filelock import FileLock, Timeout
+
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(build_lock_path(index_dir))
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        logger.warning("another build is writing %s; waiting for it to finish", index_dir)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def recover_interrupted_swap(index_dir: Path) -> None:
-    """Restore the previous index if a build died between moving it aside and moving in the new one."""
+    """Restore the previous index if a build died between moving it aside and moving in the new one.
+
+    Only a build calls this (holding the build lock): readers never repair, they read the
+    previous index where it lies (``readable_dir``).
+    """
     backup = backup_path(index_dir)
-    if not index_dir.exists() and backup.is_dir():
-        logger.warning("restoring the previous index from %s (a build was interrupted)", backup)
-        os.replace(backup, index_dir)
+    with swapping(index_dir):
+        if not index_dir.exists() and backup.is_dir():
+            logger.warning("restoring the previous index from %s (a build was interrupted)", backup)
+            os.replace(backup, index_dir)
 
 
 def replace_dir(new_dir: Path, index_dir: Path) -> None:
-    """Move a fully written ``new_dir`` into place as ``index_dir``.
+    """Move a fully written ``new_dir`` into place as ``index_dir`` (the caller holds the build lock).
 
-    Both renames are atomic on one filesystem; if the process dies between them, the old
-    index sits at the backup path and ``recover_interrupted_swap`` puts it back.
+    Both renames are atomic on one filesystem and happen under the exclusive swap lock, so no
+    reader sees the gap between them; if the process dies between them, the old index sits at
+    the backup path, readers read it there, and the next build puts it back.
     """
     backup = backup_path(index_dir)
-    if backup.exists():
+    if backup.exists():  # left by a build that died after its swap: under the build lock, no one uses it
         shutil.rmtree(backup)
-    if index_dir.exists():
-        os.replace(index_dir, backup)
-    os.replace(new_dir, index_dir)
+    with swapping(index_dir):
+        if index_dir.exists():
+            os.replace(index_dir, backup)
+        os.replace(new_dir, index_dir)
+    # No reader opens the backup while the index is in place, so it goes outside the lock.
     if backup.exists():
         shutil.rmtree(backup, ignore_errors=True)
 
 
+def readable_dir(index_dir: Path) -> Path:
+    """Where the index's files are: ``index_dir``, or the previous index a build died swapping out."""
+    backup = backup_path(index_dir)
+    if not index_dir.exists() and (backup / MANIFEST).is_file():
+        logger.warning("reading the previous index at %s (a build was interrupted; the next build restores it)", backup)
+        return backup
+    return index_dir
+
+
 def read_manifest(index_dir: Path) -> dict[str, Any]:
-    """The manifest of an index directory; clear errors when missing or unreadable."""
-    recover_interrupted_swap(index_dir)
-    path = index_dir / MANIFEST
-    if not index_dir.is_dir():
+    """The manifest of an index directory; clear errors when missing or unreadable. Never repairs."""
+    with reading(index_dir):
+        return _read_manifest(readable_dir(index_dir), index_dir)
+
+
+def _read_manifest(where: Path, index_dir: Path) -> dict[str, Any]:
+    path = where / MANIFEST
+    if not where.is_dir():
         raise IndexNotFoundError(f"no index at {index_dir}: {_BUILD_HINT}")
     if not path.is_file():
         raise IndexNotFoundError(f"{index_dir} has no {MANIFEST} (not an index, or an unfinished one): {_BUILD_HINT}")
@@ -91,6 +195,13 @@ def check_manifest(manifest: dict[str, Any], embedder: Embedder, where: Path) ->
             f"{where}: index format {version!r}, this version reads {FORMAT_VERSION}: run `rag build --force`"
         )
     emb = manifest.get("embedding") or {}
+    built_with = str(emb.get("name"))
+    if built_with.startswith("local:") and "@" not in built_with and embedder.name.startswith(built_with + "@"):
+        raise IndexMismatchError(
+            f"{where}: built with embedding model {built_with!r}, named by its folder only; local models are now "
+            f"named by a hash of their files ({embedder.name!r}), so this index cannot be matched to its model: "
+            "rebuild it with `rag build --force`"
+        )
     if emb.get("name") != embedder.name or emb.get("dimension") != embedder.dimension:
         raise IndexMismatchError(
             f"{where}: built with embedding model {emb.get('name')!r} (dimension {emb.get('dimension')}), "
@@ -282,23 +393,29 @@ def open_index(index_dir: str | Path, embedder: Embedder) -> RagIndex:
         IndexMismatchError: built with another embedding model or format.
         IndexCorruptError: files missing, unreadable, or disagreeing with each other.
     """
+    index_dir = Path(index_dir)
+    with reading(index_dir):
+        return _open_index(index_dir, readable_dir(index_dir), embedder)
+
+
+def _open_index(index_dir: Path, where: Path, embedder: Embedder) -> RagIndex:
+    """Load the index whose files are in ``where`` (the caller holds the shared swap lock)."""
     from llama_index.core import StorageContext, load_index_from_storage
     from llama_index.vector_stores.faiss import FaissVectorStore
 
     from rag.llama import EmbedderAdapter
 
-    index_dir = Path(index_dir)
-    manifest = read_manifest(index_dir)
+    manifest = _read_manifest(where, index_dir)
     check_manifest(manifest, embedder, index_dir)
     if (manifest.get("store") or {}).get("type", "faiss") == "milvus":
         return _open_milvus_index(index_dir, manifest, embedder)
     for name in (FAISS_FILE, "docstore.json", "index_store.json", PAPERS):
-        if not (index_dir / name).is_file():
+        if not (where / name).is_file():
             raise IndexCorruptError(f"{index_dir} lacks {name}: run `rag build --force`")
     try:
-        vector_store = FaissVectorStore.from_persist_dir(str(index_dir))
+        vector_store = FaissVectorStore.from_persist_dir(str(where))
         tune(vector_store.client, manifest.get("faiss") or {"type": "flat"})
-        storage = StorageContext.from_defaults(vector_store=vector_store, persist_dir=str(index_dir))
+        storage = StorageContext.from_defaults(vector_store=vector_store, persist_dir=str(where))
         vector_index = load_index_from_storage(storage, embed_model=EmbedderAdapter(embedder))
     except Exception as exc:  # faiss and llama-index raise many types for damaged files
         raise IndexCorruptError(f"{index_dir}: cannot load the stored index ({exc}): run `rag build --force`") from exc
@@ -309,7 +426,7 @@ def open_index(index_dir: str | Path, embedder: Embedder) -> RagIndex:
             chunks[node_id] = chunk_from_metadata(node_id, node.get_content(), node.metadata)
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexCorruptError(f"{index_dir}: chunk {node_id} has bad metadata ({exc})") from exc
-    papers = read_papers(index_dir / PAPERS)
+    papers = read_papers(where / PAPERS)
 
     ntotal = int(vector_store.client.ntotal)
     mapped = len(vector_index.index_struct.nodes_dict)

@@ -511,16 +511,28 @@ def test_rag_ui_refuses_an_open_public_bind(
 
     index_dir = _built(tmp_path, fake_embedder, small_corpus)
     served: list[str] = []
-    monkeypatch.setattr(ui.server, "run_server", lambda app, host, port: served.append(host))
+    apps: list[Any] = []
+    monkeypatch.setattr(ui.server, "run_server", lambda app, host, port: (served.append(host), apps.append(app)))
     monkeypatch.setattr(rag.answer, "load_embedder", lambda *a, **k: fake_embedder)
     monkeypatch.setattr(rag.answer, "load_generator", lambda *a, **k: FakeGenerator(reply))
     monkeypatch.delenv("RAG_UI_AUTH", raising=False)
     assert rag.cli.main(["ui", "--host", "0.0.0.0", "--index", str(index_dir)]) == 1
     assert "refusing to serve on 0.0.0.0 without authentication" in capsys.readouterr().err and not served
     assert rag.cli.main(["serve", "--host", "0.0.0.0", "--no-auth", "--index", str(index_dir)]) == 0
+    assert rag.cli.main(["ui", "--host", "0.0.0.0", "--auth", "bob:pw2", "--index", str(index_dir)]) == 0
     monkeypatch.setenv("RAG_UI_AUTH", "ada:pw")
     assert rag.cli.main(["ui", "--host", "0.0.0.0", "--index", str(index_dir)]) == 0
-    assert served == ["0.0.0.0", "0.0.0.0"]
+    assert served == ["0.0.0.0"] * 3
+    with TestClient(apps[0]) as client:  # --no-auth: open, as asked
+        assert client.get("/api/health").status_code == 200
+    for app, login in ((apps[1], ("bob", "pw2")), (apps[2], ("ada", "pw"))):
+        with TestClient(app) as client:  # the chat's login is Gradio's own auth
+            assert client.get("/gradio_api/info").status_code == 401
+            assert client.get("/api/health").status_code == 401
+            assert client.get("/api/health", auth=login).status_code == 200
+            assert client.post("/login", data={"username": login[0], "password": "wrong"}).status_code == 400
+            assert client.post("/login", data={"username": login[0], "password": login[1]}).status_code == 200
+            assert client.get("/gradio_api/info").status_code == 200  # the session cookie of the login
 
 
 def test_a_client_that_leaves_mid_stream_frees_the_model(answerer: Answerer) -> None:

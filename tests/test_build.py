@@ -100,10 +100,12 @@ def test_interrupted_build_keeps_previous_index(
     assert [p.name for p in built.parent.iterdir() if ".tmp-" in p.name] == []
 
 
-def test_crash_between_renames_restores_previous(built: Path, fake_embedder: HashEmbedder) -> None:
+def test_crash_between_renames_restores_previous(small_corpus: Path, built: Path, fake_embedder: HashEmbedder) -> None:
     built.rename(backup_path(built))  # as if killed after moving the old index aside
-    index = open_index(built, fake_embedder)
-    assert len(index.papers) == 5 and not backup_path(built).exists()
+    index = open_index(built, fake_embedder)  # read where it lies; readers never move it
+    assert len(index.papers) == 5 and backup_path(built).exists()
+    build_index(config(small_corpus, built), embedder=fake_embedder)  # a build puts it back
+    assert built.is_dir() and not backup_path(built).exists()
 
 
 def test_stale_temp_dir_from_killed_build_is_removed(

@@ -18,7 +18,7 @@ from rag.refusal import (
     absent_question_names,
 )
 from rag.text import sentence_spans
-from rag.types import AnswerSentence, Citation, EvidenceSentence, Paper, RetrievedPaper, Source
+from rag.types import AnswerSentence, EvidenceSentence, Paper, RetrievedPaper, Source
 from rag.verify import Verifier
 
 CONFIG = {"min_relevance": 0.05, "top_k": 3}

@@ -362,38 +362,3 @@ def test_add_papers_from_the_chat_and_ask_about_them(  # type: ignore[no-untyped
         with_screenshot(page, tmp_path, check)
     finally:
         app.close()
-
-
-@pytest.mark.slow
-def test_real_model_in_the_browser(browser, real_index, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from rag.config import get_config
-    from ui.app import build_app
-
-    cfg = get_config({"index_dir": real_index.index_dir})
-    answerer = Answerer(cfg, index=real_index)
-    answerer.warm_up()  # what `rag ui` does at start, so the timing is what a user sees
-    url, app = serve(build_app(cfg, lambda model: answerer))
-    page = browser.new_page()
-    try:
-        page.goto(url)
-
-        def check() -> None:
-            # Time from a ready page, as a user would press Enter (Gradio keeps a connection open,
-            # so "network idle" never comes; the visible input and a short settle stand for it).
-            page.wait_for_selector("#question textarea", state="visible")
-            page.wait_for_timeout(1000)
-            start = time.perf_counter()
-            ask(page, "How many frames does the 8-Calves dataset contain?")
-            page.wait_for_selector("#evidence .ev-card", timeout=60_000)
-            evidence_s = time.perf_counter() - start
-            page.wait_for_function("document.querySelector('#chat').innerText.includes('▍')", timeout=120_000)
-            first_token_s = time.perf_counter() - start
-            page.wait_for_function("document.querySelector('#chat').innerText.includes('References')", timeout=180_000)
-            chat = page.locator("#chat").inner_text()
-            assert "67,760" in chat and "8-Calves Image dataset" in chat
-            (tmp_path / "timings.txt").write_text(f"evidence {evidence_s:.2f} s, first token {first_token_s:.2f} s\n")
-            page.screenshot(path=str(tmp_path / "real.png"), full_page=True)
-
-        with_screenshot(page, tmp_path, check)
-    finally:
-        app.close()

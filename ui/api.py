@@ -30,6 +30,7 @@ from rag.answer import Answerer, AnswerEvent, EvidenceEvent, QuestionError, Toke
 from rag.config import RagConfig
 from rag.errors import (
     ConfigError,
+    ContextOverflowError,
     FilterError,
     IndexCorruptError,
     IndexMismatchError,
@@ -90,8 +91,8 @@ def error_of(exc: BaseException) -> tuple[int, str]:
         return 503, NO_LLM_SERVER
     if isinstance(exc, ModelError):
         return 503, NO_MODEL
-    if isinstance(exc, (ConfigError, FilterError)):
-        return 400, str(exc)
+    if isinstance(exc, (ConfigError, FilterError, ContextOverflowError)):
+        return 400, str(exc)  # says which setting, filter or what to shorten; names no path
     return 500, INTERNAL
 
 

@@ -43,6 +43,7 @@ from rag.errors import (
     RagError,
 )
 from rag.llm import KNOWN_MODELS
+from rag.store import RagIndex, open_index, read_manifest
 from rag.streaming import final_note
 from rag.types import Answer, Citation, Paper
 from ui.format import (
@@ -108,9 +109,35 @@ def friendly_error(exc: Exception) -> str:
 
 
 def default_factory(config: RagConfig) -> AnswererFactory:
-    """Answerers per model, sharing one index and embedder."""
+    """Answerers per model, sharing one index and embedder.
+
+    Before each question the index's manifest is read again: when a build has replaced the index
+    (another ``built_at``), the new one is opened once and every answerer moves to it before its
+    next question, never in the middle of an answer.
+    """
     cache: dict[str, Answerer] = {}
+    newest: list[RagIndex] = []  # the newest index opened, shared by the answerers
     lock = threading.Lock()
+
+    def refresh(answerer: Answerer) -> None:
+        current = newest[0] if newest else answerer.loaded_index
+        if current is None:  # nothing open yet: the first question opens the newest index
+            return
+        try:
+            on_disk = read_manifest(Path(config.index_dir))
+        except RagError as exc:  # keep answering from the index in memory
+            logger.warning("cannot read the index manifest (%s); answering from the loaded index", exc)
+            return
+        if _build_of(on_disk) != _build_of(current.manifest):
+            try:
+                current = open_index(config.index_dir, answerer.embedder)
+            except RagError as exc:
+                logger.warning("the rebuilt index cannot be opened (%s); answering from the loaded one", exc)
+                return
+            logger.info("the index was rebuilt (%s); answering from the new one", on_disk.get("built_at"))
+        newest[:] = [current]
+        if answerer.loaded_index is not current and not answerer.use_index(current):
+            logger.info("an answer is in progress; the rebuilt index is used from the next question on")
 
     def get(model: str) -> Answerer:
         with lock:
@@ -119,10 +146,16 @@ def default_factory(config: RagConfig) -> AnswererFactory:
                 if first is None:
                     cache[model] = Answerer(config.replace(model=model))
                 else:
-                    cache[model] = Answerer(config.replace(model=model), index=first.index, embedder=first.embedder)
+                    index = newest[0] if newest else first.index
+                    cache[model] = Answerer(config.replace(model=model), index=index, embedder=first.embedder)
+            refresh(cache[model])
             return cache[model]
 
     return get
+
+
+def _build_of(manifest: Mapping[str, Any]) -> tuple[Any, Any]:
+    return manifest.get("built_at"), manifest.get("corpus_hash")
 
 
 def respond(

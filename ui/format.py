@@ -139,7 +139,6 @@ def answer_markdown(answer: Answer, papers: Papers | None = None, *, turn: int =
     return "\n".join(lines)
 
 
-
 def _cut_reason(answer: Answer) -> str:
     why = next((w for w in answer.warnings if w.startswith("the answer is incomplete")), "")
     return why or "the model's reply was cut off; what it wrote before that is verified as usual"

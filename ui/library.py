@@ -175,12 +175,26 @@ class Library:
     def __call__(self, model: str) -> Answerer:
         """The answerer for ``model`` over the current index (call once per question)."""
         with self._lock:
+            if self._index is not None and not self._status.running and self._rebuilt_elsewhere(self._index):
+                # Another build (`rag build`) replaced the index this panel made: the base
+                # factory opens the newest one, between questions.
+                self._index, self._answerers = None, {}
             if self._index is None:
                 return self._base(model)
             answerer = self._answerers.get(model)
             if answerer is None:
                 answerer = self._answerers[model] = self._base(model).with_index(self._index)
             return answerer
+
+    def _rebuilt_elsewhere(self, index: RagIndex) -> bool:
+        try:
+            on_disk = read_manifest(self.index_dir)
+        except RagError:
+            return False  # keep answering from the index in memory
+        return (on_disk.get("built_at"), on_disk.get("corpus_hash")) != (
+            index.manifest.get("built_at"),
+            index.manifest.get("corpus_hash"),
+        )
 
     def status(self) -> BuildStatus:
         with self._lock:
