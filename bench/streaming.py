@@ -271,6 +271,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="main",
         help="the commit whose chat app is the baseline: the merge base of this branch and it (default main)",
     )
+    parser.add_argument(
+        "--baseline-index",
+        type=Path,
+        default=None,
+        help="the index the baseline app opens, when the baseline's code cannot open --index "
+        "(an index built by newer code); default: --index",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument(
         "--fake-screenshot",
@@ -303,7 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         snapshot(base, old_code)
         logs = Path(tmp)
         with (
-            rag_ui(old_code, args.index.resolve(), args.model, logs / "baseline.log") as old_url,
+            rag_ui(
+                old_code, (args.baseline_index or args.index).resolve(), args.model, logs / "baseline.log"
+            ) as old_url,
             rag_ui(ROOT, args.index.resolve(), args.model, logs / "streaming.log") as new_url,
             sync_playwright() as p,
         ):
