@@ -47,6 +47,19 @@ History = Sequence[tuple[str, str] | Answer]
 
 # Settings of the index itself: an Answerer answers from one index, so a question cannot change
 # them (make another Answerer, or rebuild the index).
+# A sentence that ends: its full stop (or ! ?), then closing quotes or brackets, then citation markers.
+_SENTENCE_END = re.compile(r"([.!?][\"”’')\]]*(\s*\[[\d,;\s–-]+\])*|\[[\d,;\s–-]+\][.!?]?)\s*$")
+
+
+def finished_text(text: str) -> str:
+    """``text`` without a last sentence that was never finished (no full stop or citation at its
+    end, as when the token limit stops the model mid-sentence); "" when no sentence is finished."""
+    spans = sentence_spans(text)
+    if not spans or _SENTENCE_END.search(text[spans[-1][0] : spans[-1][1]]):
+        return text
+    return text[: spans[-1][0]].rstrip()
+
+
 def _generator_key(cfg: RagConfig) -> tuple[Any, ...]:
     """The settings that choose the language model: one loaded generator per distinct key."""
     return (cfg.model, cfg.n_ctx, cfg.n_threads, cfg.llm_url, cfg.llm_timeout)
@@ -785,6 +798,13 @@ class Answerer:
             out.prompt_tokens, out.completion_tokens = reported
         if first is not None:
             self._note_prefill(out.prompt_tokens, first - t)
+        if out.cut_off is None and out.completion_tokens >= cfg.max_answer_tokens:
+            # Stopped by the token limit mid-sentence ("... on CIFAR10, CIFAR100, and"): the
+            # unfinished sentence is not a claim anyone wrote; the finished ones stand.
+            finished = finished_text(out.text)
+            if finished and finished != out.text:
+                logger.info("dropped an answer's last sentence, cut by the token limit: %r", out.text[len(finished) :])
+                out.text = finished
 
     def verify(self, question: str, raw: str, sources: Sequence[Source], form: str, cfg: RagConfig) -> Verified:
         """Citations used as nouns get their paper's name, then every claim is checked against

@@ -121,11 +121,20 @@ def name_noun_citations(text: str, titles: Mapping[int, str]) -> str:
             re.match(r"[A-Za-z]", rest)
         )
         word = _WORD_BEFORE.search(prefix)
-        after_noun_word = bool(word) and word.group(1).lower() in _NOUN_BEFORE and not prefix.endswith(",")
+        # After "... the models." a marker closes that sentence; it is not a noun of the next.
+        after_noun_word = (
+            bool(word) and word.group(1).lower() in _NOUN_BEFORE and not prefix.endswith((",", ".", "!", "?"))
+        )
         title = titles[known[0]]
         name = short_title(title)
         named_already = name.strip("\u201c\u201d").lower() in prefix.lower()[-len(name) - 20 :]
         title_follows = rest.lower().startswith(" ".join(title.lower().split()[:3]))
+        if after_noun_word and named_already and word is not None and word.group(1).lower() == "by":
+            # 'The paper "X" by [1] shows ...': the marker stands where the authors would; once
+            # the marker moves to the claim's end, "by" would be left with nothing after it.
+            out[-1] = re.sub(r"\s*\bby\s*$", " ", before, flags=re.IGNORECASE)
+            out.append(match.group(0))
+            continue
         if (at_start or after_noun_word) and not named_already and not title_follows:
             out.append(f"{name} {match.group(0)}")
             if at_start:  # "[1] Uses ..." -> "Name [1] uses ...": the verb is no longer capitalised

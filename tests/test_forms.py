@@ -59,6 +59,13 @@ def test_short_titles() -> None:
         ("It reaches 61.3 mAP [1].", "It reaches 61.3 mAP [1]."),  # a marker that ends a claim stays as it is
         ("It runs fast [1], and it prunes [2].", "It runs fast [1], and it prunes [2]."),
         ("Tiny Owls [1] runs at 30 frames per second.", "Tiny Owls [1] runs at 30 frames per second."),
+        # a marker after a sentence's full stop closes that sentence, even after "models"
+        ("It regularises the models. [2]", "It regularises the models. [2]"),
+        # "by [1]" where the paper is already named: no "by" left dangling once the marker moves
+        (
+            'The paper "Tiny Owls" by [1] shows that owls see heat.',
+            'The paper "Tiny Owls" [1] shows that owls see heat.',
+        ),
     ],
 )
 def test_citations_used_as_nouns_get_the_paper_name(raw: str, named: str) -> None:
@@ -256,3 +263,22 @@ def test_a_repeated_sentence_is_said_once(fake_index) -> None:  # type: ignore[n
     ans = Answerer(CONFIG, index=fake_index, generator=FakeGenerator(reply)).ask("How big is OwlSet?")
     assert not ans.refused and len(ans.sentences) == 1
     assert [c.n for c in ans.citations] == [1]
+
+
+def test_by_marker_after_a_named_paper_leaves_no_hole(fake_index) -> None:  # type: ignore[no-untyped-def]
+    reply = 'The paper "Tiny Owls" by [1] collects 12,000 thermal images of animals at night.'
+    ans = Answerer(CONFIG, index=fake_index, generator=FakeGenerator(reply)).ask("How big is OwlSet?")
+    assert not ans.refused
+    assert " by " not in ans.text and "[1]" in ans.text and "12,000 thermal images" in ans.text
+
+
+def test_a_sentence_cut_by_the_token_limit_is_not_shown(fake_index) -> None:  # type: ignore[no-untyped-def]
+    said = "OwlSet collects 12,000 thermal images of animals at night [1]."
+    reply = f"{said} It also records the calls of owls on three continents and"
+    limit = len(reply.split())  # the model stops at the limit, in the middle of its second sentence
+    ans = Answerer({**CONFIG, "max_answer_tokens": limit}, index=fake_index, generator=FakeGenerator(reply)).ask(
+        "How big is OwlSet?"
+    )
+    assert ans.text == said
+    shorter = Answerer({**CONFIG, "max_answer_tokens": limit + 5}, index=fake_index, generator=FakeGenerator(said))
+    assert shorter.ask("How big is OwlSet?").text == said  # a finished answer under the limit is untouched
