@@ -11,12 +11,17 @@ Three measurements, each beside its baseline:
 3. **What the bundled server does with concurrent requests** (as several app processes sharing
    one server would send them): ``clients`` answers at once, straight to the server, with its
    default ``interrupt_requests=True`` and with ``--interrupt_requests False``.
+4. **llama.cpp's ``llama-server`` with parallel slots** (``--llama-server PATH --parallel 1,4``):
+   the same ``clients`` answers at once, straight to a ``llama-server`` started here on loopback
+   with ``--parallel N --ctx-size 2048*N`` (2,048 tokens a slot) for each N, and the ratios
+   against N=1 (one slot: requests queue, as with the bundled server).
 
-The server serves one request at a time (a lock around its one ``Llama``), so throughput cannot
-grow with clients; llama.cpp's ``llama-server --parallel N`` can, but no ``llama-server`` binary
-is on this machine, so that comparison is not measured here (see README, "Scaling out").
+The bundled server serves one request at a time (a lock around its one ``Llama``), so throughput
+cannot grow with clients; ``llama-server --parallel N`` decodes up to N requests in one batch
+(continuous batching), which is what step 4 measures.
 
-Run: ``python -m bench.llm_server [--model NAME] [--questions 8] [--clients 8] [--out DIR]``
+Run: ``python -m bench.llm_server [--model NAME] [--questions 8] [--clients 8] [--out DIR]``;
+``--llama-server PATH [--parallel 1,4] --skip-bundled`` for step 4 alone
 (minutes: run it alone, under the machine's model lock if it has one).
 """
 
@@ -118,6 +123,80 @@ class LlamaCppServer:
                 self.proc.wait(10)
 
 
+class LlamaServer:
+    """llama.cpp's ``llama-server`` binary on a free loopback port with ``parallel`` slots of
+    ``ctx_per_slot`` tokens each, serving a GGUF file under ``alias``; ready (``/health`` answers
+    200) when constructed, ended by ``stop()``."""
+
+    def __init__(
+        self,
+        binary: Path,
+        gguf: Path,
+        alias: str,
+        *,
+        parallel: int = 1,
+        n_threads: int = 2,
+        ctx_per_slot: int = 2048,
+        timeout_s: float = 300,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.alias = alias
+        self.cmd = llama_server_cmd(
+            binary, gguf, alias, port=self.port, parallel=parallel, n_threads=n_threads, ctx_per_slot=ctx_per_slot
+        )
+        self.log = tempfile.NamedTemporaryFile(prefix="llama-server-bin-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT)  # noqa: S603
+        t = time.perf_counter()
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama-server exited ({self.proc.returncode}); log: {self.log.name}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as resp:  # noqa: S310
+                    if resp.status == 200:
+                        break
+            except OSError:  # not listening yet, or 503 while the model loads
+                pass
+            if time.perf_counter() - t > timeout_s:
+                self.stop()
+                raise RuntimeError(f"llama-server did not start in {timeout_s:.0f} s; log: {self.log.name}")
+            time.sleep(0.1)
+        self.start_s = time.perf_counter() - t
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def llama_server_cmd(
+    binary: Path, gguf: Path, alias: str, *, port: int, parallel: int, n_threads: int, ctx_per_slot: int
+) -> list[str]:
+    """The ``llama-server`` command line: ``--ctx-size`` is shared among the slots, so it is
+    ``ctx_per_slot * parallel``."""
+    return [
+        str(binary), "-m", str(gguf), "--alias", alias,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--parallel", str(parallel), "--ctx-size", str(ctx_per_slot * parallel),
+        "-t", str(n_threads),
+    ]  # fmt: skip
+
+
+def parse_parallel(text: str) -> list[int]:
+    """``"1,4"`` -> ``[1, 4]``: slot counts to measure, each a positive integer, no repeats."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated slot counts such as 1,4, got {text!r}") from None
+    if not values or any(v < 1 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct positive slot counts such as 1,4, got {text!r}")
+    return values
+
+
 def _p(values: Sequence[float], q: int) -> float | None:
     vals = sorted(values)
     if not vals:
@@ -191,6 +270,49 @@ def concurrent_direct(answerer: Any, questions: Sequence[str], clients: int) -> 
         "complete_per_min": round(sum(1 for r in results if not r["error"] and not r["incomplete"]) / wall * 60, 2),
         "error_messages": sorted({r["error"] for r in results if r["error"]})[:5],
     }
+
+
+def with_ratios(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Add to each run (keyed by slot count) its p50, p95 and throughput against the 1-slot run."""
+    base = runs.get("1")
+    for d in runs.values():
+        for k in ("latency_p50_s", "latency_p95_s", "complete_per_min"):
+            d[f"{k}_ratio"] = d[k] / base[k] if base and d.get(k) and base.get(k) else None
+    return runs
+
+
+def parallel_slots(
+    binary: Path,
+    model: str,
+    base: Any,
+    index: Any,
+    questions: Sequence[str],
+    clients: int,
+    parallel: Sequence[int],
+    threads: int,
+) -> dict[str, Any]:
+    """``clients`` answers at once to ``llama-server`` with each slot count in ``parallel`` (one
+    server at a time, warmed up with one request), and the ratios against one slot."""
+    from rag.answer import Answerer
+    from rag.llm import resolve_model
+    from rag.llm_server import OpenAIGenerator
+
+    _, gguf = resolve_model(model)
+    runs: dict[str, dict[str, Any]] = {}
+    for n in parallel:
+        server = LlamaServer(binary, Path(gguf), model, parallel=n, n_threads=threads)
+        try:
+            remote = Answerer(base, index=index, generator=OpenAIGenerator(server.url, model, timeout=1800))
+            remote.warm_up()
+            print(f"llama-server --parallel {n}: {clients} at once...", file=sys.stderr)
+            logger.info("llama-server: %s", " ".join(server.cmd))
+            d = concurrent_direct(remote, questions, clients)
+            d["server_start_s"] = round(server.start_s, 1)
+            d["command"] = " ".join(["llama-server", *server.cmd[1:]]).replace(str(gguf), "MODEL.gguf")
+            runs[str(n)] = d
+        finally:
+            server.stop()
+    return {"binary": str(binary), "runs": with_ratios(runs)}
 
 
 def through_app(cfg: Any, questions: Sequence[str], clients: int, duration_s: float, baseline: int) -> dict[str, Any]:
@@ -274,21 +396,51 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def markdown_parallel(res: dict[str, Any]) -> str:
+    """The ``llama-server`` slot comparison as a Markdown table, ratios against one slot."""
+    ls = res["llama_server"]
+    runs = ls["runs"]
+    clients = next(iter(runs.values()))["clients"] if runs else 0
+    lines = [
+        f"# llama-server with parallel slots vs 1 slot ({res['date']})",
+        "",
+        f"Model {res['model']}; {res['machine']}; {res['threads']} threads; {clients} answers requested at once "
+        "straight to the server (as several app processes would send them), each with the app's evidence "
+        "prompt and answer budget. Binary: llama.cpp vendored in llama-cpp-python 0.3.36.",
+        "",
+        "| slots (--parallel) | clients | complete | cut off (incomplete) | errors | p50 (s) | p95 (s) "
+        "| complete/min | p50 vs 1 slot | p95 vs 1 slot | throughput vs 1 slot |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n, d in runs.items():
+        lines.append(
+            f"| {n} | {d['clients']} | {d['complete']} | {d['incomplete']} | {d['errors']} | "
+            f"{_f(d['latency_p50_s'])} | {_f(d['latency_p95_s'])} | {_f(d['complete_per_min'], 2)} | "
+            f"{_f(d['latency_p50_s_ratio'], 2)}x | {_f(d['latency_p95_s_ratio'], 2)}x | "
+            f"{_f(d['complete_per_min_ratio'], 2)}x |"
+        )
+    lines += ["", "Commands (MODEL.gguf: the bundled model's GGUF file):", ""]
+    lines += [f"- `{d['command']}`" for d in runs.values()]
+    for d in runs.values():
+        if d["error_messages"]:
+            lines += ["", "Errors: " + "; ".join(d["error_messages"])]
+            break
+    return "\n".join(lines)
+
+
 NOTE = (
     "llama_cpp.server runs one request at a time (a lock around its one model); with its default "
     "interrupt_requests=True a new request ends the one being streamed (its stream stops without a "
     "finish reason: an answer cut after its first token is verified as far as it got and marked incomplete, "
     "one cut before it is an error), so a shared server "
-    "must run with --interrupt_requests False, and then requests queue. Parallel slots (llama-server "
-    "--parallel N) were not measured: no llama-server binary on this machine."
+    "must run with --interrupt_requests False, and then requests queue. For llama-server with parallel "
+    "slots see bench.llm_server --llama-server (llm-server-parallel-* results)."
 )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from rag.answer import Answerer
     from rag.config import get_config
-    from rag.llm import LlamaCppGenerator
-    from rag.llm_server import OpenAIGenerator
     from rag.store import open_index
 
     parser = argparse.ArgumentParser(prog="python -m bench.llm_server", description=__doc__.splitlines()[0])
@@ -299,16 +451,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads, in process and in the server")
     parser.add_argument("--skip-app", action="store_true", help="skip the chat-app load step")
     parser.add_argument("--skip-direct", action="store_true", help="skip the concurrent direct requests step")
+    parser.add_argument("--skip-bundled", action="store_true", help="skip every step with llama_cpp.server (steps 1-3)")
+    parser.add_argument(
+        "--llama-server", type=Path, default=None, metavar="PATH", help="a llama-server binary: measure its slots"
+    )
+    parser.add_argument(
+        "--parallel", type=parse_parallel, default=[1, 4], metavar="N,N", help="llama-server slot counts (1,4)"
+    )
     parser.add_argument("--index", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.llama_server is not None and not args.llama_server.is_file():
+        parser.error(f"--llama-server: no such file: {args.llama_server}")
+    if args.skip_bundled and args.llama_server is None:
+        parser.error("--skip-bundled leaves nothing to measure without --llama-server")
 
     questions = [json.loads(line)["question"] for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line]
     base = get_config({"model": args.model, **({"index_dir": args.index} if args.index else {})})
     first = Answerer(base)
     index = open_index(base.index_dir, first.embedder)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.skip_bundled:
+        bundled(args, base, index, questions)
+    if args.llama_server is not None:
+        started = time.perf_counter()
+        res: dict[str, Any] = {
+            "date": date.today().isoformat(),
+            "model": args.model,
+            "machine": f"{os.cpu_count()} cores",
+            "threads": args.threads,
+        }
+        res["llama_server"] = parallel_slots(
+            args.llama_server, args.model, base, index, questions, args.clients, args.parallel, args.threads
+        )
+        res["seconds"] = time.perf_counter() - started
+        stem = f"llm-server-parallel-{res['date']}-{args.model.replace('/', '_')}"
+        (args.out / f"{stem}.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+        table = markdown_parallel(res)
+        (args.out / f"{stem}.md").write_text(table + "\n", encoding="utf-8")
+        print(table)
+    return 0
+
+
+def bundled(args: argparse.Namespace, base: Any, index: Any, questions: Sequence[str]) -> None:
+    """Steps 1-3 with ``python -m llama_cpp.server``; writes ``llm-server-<date>-<model>.*``."""
+    from rag.answer import Answerer
+    from rag.llm import LlamaCppGenerator
+    from rag.llm_server import OpenAIGenerator
+
     started = time.perf_counter()
     res: dict[str, Any] = {
         "date": date.today().isoformat(),
@@ -347,13 +539,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             server.stop()
     res["seconds"] = time.perf_counter() - started
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = f"llm-server-{res['date']}-{args.model.replace('/', '_')}"
     (args.out / f"{stem}.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     table = markdown(res)
     (args.out / f"{stem}.md").write_text(table + "\n", encoding="utf-8")
     print(table)
-    return 0
 
 
 if __name__ == "__main__":

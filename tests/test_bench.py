@@ -171,3 +171,41 @@ def test_arxiv_import_bench_generates_and_parses(tmp_path: Path) -> None:
     assert float(every["python_heap_peak_mb"]) > 0  # type: ignore[arg-type]
     some = parse(path, ["cs.LG"], 20, trace=False)
     assert some["entries"] == 20
+
+
+def test_llama_server_slots_options_command_and_ratios() -> None:
+    import argparse
+
+    import pytest
+
+    from bench.llm_server import llama_server_cmd, markdown_parallel, parse_parallel, with_ratios
+
+    assert parse_parallel("1,4") == [1, 4] and parse_parallel("2") == [2]
+    for bad in ("", "0,4", "1,1", "one"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_parallel(bad)
+    cmd = llama_server_cmd(
+        Path("/x/llama-server"), Path("/m.gguf"), "m", port=9, parallel=4, n_threads=2, ctx_per_slot=2048
+    )
+    assert cmd[cmd.index("--parallel") + 1] == "4" and cmd[cmd.index("--ctx-size") + 1] == "8192"
+    assert cmd[cmd.index("--alias") + 1] == "m" and cmd[cmd.index("--host") + 1] == "127.0.0.1"
+
+    def run(p50: float, p95: float, per_min: float) -> dict[str, object]:
+        return {
+            "clients": 8,
+            "complete": 8,
+            "incomplete": 0,
+            "errors": 0,
+            "latency_p50_s": p50,
+            "latency_p95_s": p95,
+            "complete_per_min": per_min,
+            "error_messages": [],
+            "command": "llama-server ...",
+        }
+
+    runs = with_ratios({"1": run(40.0, 80.0, 6.0), "4": run(30.0, 50.0, 9.0)})
+    assert runs["1"]["complete_per_min_ratio"] == 1.0 and runs["4"]["complete_per_min_ratio"] == 1.5
+    md = markdown_parallel(
+        {"date": "2026-01-01", "model": "m", "machine": "test", "threads": 2, "llama_server": {"runs": runs}}
+    )
+    assert "| 4 | 8 | 8 | 0 | 0 | 30.0 | 50.0 | 9.00 | 0.75x | 0.62x | 1.50x |" in md
