@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import pytest
 
 from rag.answer import Answerer
@@ -282,3 +285,29 @@ def test_a_sentence_cut_by_the_token_limit_is_not_shown(fake_index) -> None:  # 
     assert ans.text == said
     shorter = Answerer({**CONFIG, "max_answer_tokens": limit + 5}, index=fake_index, generator=FakeGenerator(said))
     assert shorter.ask("How big is OwlSet?").text == said  # a finished answer under the limit is untouched
+
+
+def test_the_sentence_shown_as_support_holds_the_claims_number() -> None:
+    calves = Source(
+        1,
+        "calves",
+        "8-Calves Image dataset",
+        (
+            EvidenceSentence(0, 0, "We introduce the 8-Calves dataset, a benchmark for object detection.", 1.0),
+            EvidenceSentence(0, 1, "The dataset comprises a 1-hour video (67,760 frames) of eight calves.", 1.0),
+            EvidenceSentence(0, 2, "The link to the dataset is https://example.org/8-calves.", 1.0),
+        ),
+        1.0,
+    )
+
+    class LinkLover(HashEmbedder):
+        """Places the claim closest to the link sentence, as MiniLM does with the real abstract."""
+
+        def embed(self, texts: Sequence[str]) -> np.ndarray:
+            return np.array([[1.0, 0.0] if "link" in t or "contains" in t else [0.0, 1.0] for t in texts], np.float32)
+
+    v = Verifier(CachedEmbedder(LinkLover(dimension=2))).verify(
+        "The 8-Calves dataset contains 67,760 frames [1].", [calves]
+    )
+    assert v.sentences[0].supported
+    assert v.citations[0].evidence == ("The dataset comprises a 1-hour video (67,760 frames) of eight calves.",)
