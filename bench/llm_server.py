@@ -56,55 +56,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class LlamaCppServer:
-    """``python -m llama_cpp.server`` on a free loopback port, serving one bundled model (or
-    GGUF path) under ``alias``; ready when constructed, ended by ``stop()`` (or ``kill()``)."""
+class _ServerProcess:
+    """A server process on a free loopback port, started by ``_start`` and ready once its
+    readiness URL answers; ended by ``stop()`` (or ``kill()``)."""
 
-    def __init__(
-        self,
-        model: str,
-        alias: str,
-        *,
-        n_threads: int = 2,
-        n_ctx: int = 2048,
-        interrupt_requests: bool = True,
-        api_key: str | None = None,
-        timeout_s: float = 180,
-    ) -> None:
-        from rag.llm import resolve_model
+    name = "server"
+    port: int
+    log: Any
+    proc: subprocess.Popen[bytes]
+    start_s: float
 
-        _, path = resolve_model(model)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.alias = alias
-        self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)  # noqa: SIM115
-        cmd = [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(path), "--model_alias", alias,
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--n_threads", str(n_threads), "--n_threads_batch", str(n_threads), "--n_ctx", str(n_ctx),
-            "--interrupt_requests", str(interrupt_requests),
-        ]  # fmt: skip
-        if api_key:
-            cmd += ["--api_key", api_key]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+    def _start(self, cmd: list[str], ready_url: str, timeout_s: float, env: dict[str, str] | None = None) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix=f"{self.name}-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)  # noqa: S603
         t = time.perf_counter()
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited ({self.proc.returncode}); log: {self.log.name}")
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}); log: {self.log.name}")
             try:
-                with urllib.request.urlopen(f"{self.url}/models", timeout=2) as resp:  # noqa: S310 - loopback
+                with urllib.request.urlopen(ready_url, timeout=2) as resp:  # noqa: S310 - loopback
                     if resp.status == 200:
                         break
             except urllib.error.HTTPError as exc:  # up, and asking for its key
                 if exc.code in (401, 403):
                     break
-            except OSError:
+            except OSError:  # not listening yet, or 503 while the model loads
                 pass
             if time.perf_counter() - t > timeout_s:
                 self.stop()
-                raise RuntimeError(f"llama_cpp.server did not start in {timeout_s:.0f} s; log: {self.log.name}")
+                raise RuntimeError(f"{self.name} did not start in {timeout_s:.0f} s; log: {self.log.name}")
             time.sleep(0.1)
         self.start_s = time.perf_counter() - t
 
@@ -123,10 +103,47 @@ class LlamaCppServer:
                 self.proc.wait(10)
 
 
-class LlamaServer:
+class LlamaCppServer(_ServerProcess):
+    """``python -m llama_cpp.server`` on a free loopback port, serving one bundled model (or
+    GGUF path) under ``alias``; ready when constructed, ended by ``stop()`` (or ``kill()``)."""
+
+    name = "llama_cpp.server"
+
+    def __init__(
+        self,
+        model: str,
+        alias: str,
+        *,
+        n_threads: int = 2,
+        n_ctx: int = 2048,
+        interrupt_requests: bool = True,
+        api_key: str | None = None,
+        timeout_s: float = 180,
+    ) -> None:
+        from rag.llm import resolve_model
+
+        _, path = resolve_model(model)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.alias = alias
+        cmd = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(path), "--model_alias", alias,
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--n_threads", str(n_threads), "--n_threads_batch", str(n_threads), "--n_ctx", str(n_ctx),
+            "--interrupt_requests", str(interrupt_requests),
+        ]  # fmt: skip
+        if api_key:
+            cmd += ["--api_key", api_key]
+        self._start(cmd, f"{self.url}/models", timeout_s, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+class LlamaServer(_ServerProcess):
     """llama.cpp's ``llama-server`` binary on a free loopback port with ``parallel`` slots of
     ``ctx_per_slot`` tokens each, serving a GGUF file under ``alias``; ready (``/health`` answers
     200) when constructed, ended by ``stop()``."""
+
+    name = "llama-server"
 
     def __init__(
         self,
@@ -145,32 +162,7 @@ class LlamaServer:
         self.cmd = llama_server_cmd(
             binary, gguf, alias, port=self.port, parallel=parallel, n_threads=n_threads, ctx_per_slot=ctx_per_slot
         )
-        self.log = tempfile.NamedTemporaryFile(prefix="llama-server-bin-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT)  # noqa: S603
-        t = time.perf_counter()
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited ({self.proc.returncode}); log: {self.log.name}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as resp:  # noqa: S310
-                    if resp.status == 200:
-                        break
-            except OSError:  # not listening yet, or 503 while the model loads
-                pass
-            if time.perf_counter() - t > timeout_s:
-                self.stop()
-                raise RuntimeError(f"llama-server did not start in {timeout_s:.0f} s; log: {self.log.name}")
-            time.sleep(0.1)
-        self.start_s = time.perf_counter() - t
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        self._start(self.cmd, f"http://127.0.0.1:{self.port}/health", timeout_s)
 
 
 def llama_server_cmd(
@@ -317,27 +309,9 @@ def parallel_slots(
 
 def through_app(cfg: Any, questions: Sequence[str], clients: int, duration_s: float, baseline: int) -> dict[str, Any]:
     """The chat app with the server as its model: one client in turn, then ``clients`` at once."""
-    from bench.load import LoadQuestion, LoadReport, run_load
-    from ui.app import CSS, build_app, default_factory
+    from bench.load import LoadQuestion, one_against_many
 
-    factory = default_factory(cfg)
-    factory(cfg.model).warm_up()
-    app = build_app(cfg, factory, models=[cfg.model])
-    app.queue(max_size=32, default_concurrency_limit=1)
-    _, url, _ = app.launch(server_name="127.0.0.1", prevent_thread_lock=True, share=False, css=CSS, quiet=True)
-    qs = [LoadQuestion(q) for q in questions]
-    try:
-        one = LoadReport(clients=1, duration_s=0.0)
-        t = time.perf_counter()
-        for q in qs[:baseline]:
-            one.results += run_load(url, [q], clients=1, duration_s=0.0).results
-        one.duration_s = time.perf_counter() - t
-        many = run_load(url, qs, clients=clients, duration_s=duration_s)
-    finally:
-        app.close()
-    base, load = one.to_dict(), many.to_dict()
-    ratio = load["latency_p50_s"] / base["latency_p50_s"] if load["latency_p50_s"] and base["latency_p50_s"] else None
-    return {"one_client": base, "many_clients": load, "p50_ratio": ratio}
+    return one_against_many(cfg, [LoadQuestion(q) for q in questions], clients, duration_s, baseline)
 
 
 def _f(x: Any, digits: int = 1) -> str:

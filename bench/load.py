@@ -160,7 +160,6 @@ def bench_load(
     from pathlib import Path
 
     from rag.config import get_config
-    from ui.app import build_app, default_factory
 
     questions = [
         LoadQuestion(json.loads(line)["question"])
@@ -168,12 +167,21 @@ def bench_load(
         if line.strip()
     ]
     cfg = get_config({"index_dir": index_dir, "model": model})
-    factory = default_factory(cfg)
-    factory(model).warm_up()
-    app = build_app(cfg, factory, models=[model])
-    app.queue(max_size=32, default_concurrency_limit=1)
-    from ui.app import CSS
+    return {"model": model, **one_against_many(cfg, questions, clients, duration_s, baseline_requests)}
 
+
+def one_against_many(
+    cfg: Any, questions: Sequence[LoadQuestion], clients: int, duration_s: float, baseline_requests: int
+) -> dict[str, Any]:
+    """The chat app on loopback with ``cfg``'s model, warm: ``baseline_requests`` questions from
+    one client asking in turn (the baseline), then ``clients`` at once for ``duration_s``.
+    Returns both summaries and the ratio of their median latencies."""
+    from ui.app import CSS, build_app, default_factory
+
+    factory = default_factory(cfg)
+    factory(cfg.model).warm_up()
+    app = build_app(cfg, factory, models=[cfg.model])
+    app.queue(max_size=32, default_concurrency_limit=1)
     _, url, _ = app.launch(server_name="127.0.0.1", prevent_thread_lock=True, share=False, css=CSS, quiet=True)
     try:
         one = LoadReport(clients=1, duration_s=0.0)  # the baseline: one client, one question at a time
@@ -186,4 +194,4 @@ def bench_load(
         app.close()
     base, load = one.to_dict(), many.to_dict()
     ratio = load["latency_p50_s"] / base["latency_p50_s"] if load["latency_p50_s"] and base["latency_p50_s"] else None
-    return {"model": model, "one_client": base, "many_clients": load, "p50_ratio": ratio}
+    return {"one_client": base, "many_clients": load, "p50_ratio": ratio}

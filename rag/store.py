@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,12 @@ def readable_dir(index_dir: Path) -> Path:
         logger.warning("reading the previous index at %s (a build was interrupted; the next build restores it)", backup)
         return backup
     return index_dir
+
+
+def build_of(manifest: Mapping[str, Any]) -> tuple[Any, Any]:
+    """What tells one build of an index from another: its build time and corpus hash (a reader
+    compares the manifest on disk with its own to see that a build replaced the index)."""
+    return manifest.get("built_at"), manifest.get("corpus_hash")
 
 
 def read_manifest(index_dir: Path) -> dict[str, Any]:

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench.llm_server import LlamaCppServer
+from bench.llm_server import free_port
 from rag.llm import FakeGenerator, Message
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SlowFake(FakeGenerator):
@@ -63,7 +56,3 @@ def serve_asgi(app: Any) -> tuple[str, Any]:
         thread.join(15)
 
     return f"http://127.0.0.1:{port}/", stop
-
-
-# ``python -m llama_cpp.server`` on a free loopback port (shared with the benchmark).
-LlamaServer = LlamaCppServer

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.llm_server import LlamaCppServer
 from rag.answer import Answerer, AnswerEvent, EvidenceEvent, TokenEvent
 from rag.cli import _print_answer, main
 from rag.config import BUNDLED_CORPUS, DEFAULT_LLM, get_config
@@ -19,7 +20,7 @@ from rag.errors import ConfigError, LLMServerError, LLMStreamError
 from rag.llm import FakeGenerator, LlamaCppGenerator, Message, load_generator
 from rag.llm_server import OpenAIGenerator
 from rag.models import HashEmbedder
-from tests.servers import LlamaServer, free_port
+from tests.servers import free_port
 from ui.format import answer_markdown, plain_text, status_line
 
 TINY = "smollm2-135m"
@@ -35,8 +36,8 @@ def dev_questions(n: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_server() -> Iterator[LlamaServer]:
-    server = LlamaServer(TINY, TINY, n_threads=1)
+def tiny_server() -> Iterator[LlamaCppServer]:
+    server = LlamaCppServer(TINY, TINY, n_threads=1)
     yield server
     server.stop()
 
@@ -60,7 +61,7 @@ def answerer(index, generator) -> Answerer:  # type: ignore[no-untyped-def]
 # -- against a real llama_cpp.server ----------------------------------------------------------------
 
 
-def test_events_stream_in_order_through_the_server(tiny_server: LlamaServer, bundled_fake_index) -> None:  # type: ignore[no-untyped-def]
+def test_events_stream_in_order_through_the_server(tiny_server: LlamaCppServer, bundled_fake_index) -> None:  # type: ignore[no-untyped-def]
     gen = OpenAIGenerator(tiny_server.url, TINY)
     events = list(answerer(bundled_fake_index, gen).stream(dev_questions(1)[0]))
     kinds = [e.kind for e in events]
@@ -84,7 +85,7 @@ def answer_messages_of(answer) -> list[Message]:  # type: ignore[no-untyped-def]
     return answer_messages(answer.question, answer.sources, answer.form)
 
 
-def test_same_verified_answer_as_in_process(tiny_server: LlamaServer, bundled_fake_index) -> None:  # type: ignore[no-untyped-def]
+def test_same_verified_answer_as_in_process(tiny_server: LlamaCppServer, bundled_fake_index) -> None:  # type: ignore[no-untyped-def]
     """Greedy decoding of the same GGUF file gives the same answer in process and through the server."""
     local = answerer(bundled_fake_index, LlamaCppGenerator(TINY, n_threads=1))
     remote = answerer(bundled_fake_index, OpenAIGenerator(tiny_server.url, TINY))
@@ -96,20 +97,20 @@ def test_same_verified_answer_as_in_process(tiny_server: LlamaServer, bundled_fa
         assert [s.supported for s in b.sentences] == [s.supported for s in a.sentences]
 
 
-def test_wrong_model_name_is_a_clear_error(tiny_server: LlamaServer) -> None:
+def test_wrong_model_name_is_a_clear_error(tiny_server: LlamaCppServer) -> None:
     gen = OpenAIGenerator(tiny_server.url, "no-such-model")
     with pytest.raises(LLMServerError, match=r"does not serve the model 'no-such-model'; it serves 'smollm2-135m'"):
         list(gen.stream([{"role": "user", "content": "hi"}], max_tokens=2))
 
 
-def test_the_default_name_takes_the_servers_one_model(tiny_server: LlamaServer) -> None:
+def test_the_default_name_takes_the_servers_one_model(tiny_server: LlamaCppServer) -> None:
     gen = OpenAIGenerator(tiny_server.url, DEFAULT_LLM, adopt_single=True)
     assert "".join(gen.stream([{"role": "user", "content": "Say hello."}], max_tokens=4)).strip()
     assert gen.model == TINY
 
 
 def test_api_key_is_sent_and_a_refusal_says_where_to_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    server = LlamaServer(TINY, TINY, n_threads=1, api_key="sk-test-key")
+    server = LlamaCppServer(TINY, TINY, n_threads=1, api_key="sk-test-key")
     try:
         messages = [{"role": "user", "content": "Say hello."}]
         with pytest.raises(LLMServerError, match=r"refused the request \(HTTP 401.*RAG_LLM_API_KEY"):
@@ -122,7 +123,7 @@ def test_api_key_is_sent_and_a_refusal_says_where_to_set_it(monkeypatch: pytest.
 
 
 def test_server_stopped_mid_answer_gives_a_verified_incomplete_answer(bundled_fake_index) -> None:  # type: ignore[no-untyped-def]
-    server = LlamaServer(TINY, TINY, n_threads=1)
+    server = LlamaCppServer(TINY, TINY, n_threads=1)
     try:
         qa = Answerer(
             {**SETTINGS, "max_answer_tokens": 160, "index_dir": bundled_fake_index.index_dir},
@@ -243,7 +244,7 @@ def test_a_failure_before_the_first_piece_is_an_error(fake_index) -> None:  # ty
 def test_default_model_gives_the_same_answer_through_the_server(real_index) -> None:  # type: ignore[no-untyped-def]
     """The 1.5B model: in process and through llama_cpp.server, the same verified answers."""
     model = "qwen2.5-coder-1.5b"
-    server = LlamaServer(model, model, n_threads=2)
+    server = LlamaCppServer(model, model, n_threads=2)
     try:
         cfg = {"index_dir": real_index.index_dir}
         local = Answerer(cfg, index=real_index, generator=LlamaCppGenerator(model, n_threads=2))

@@ -43,7 +43,7 @@ from rag.errors import (
     RagError,
 )
 from rag.llm import KNOWN_MODELS
-from rag.store import RagIndex, open_index, read_manifest
+from rag.store import RagIndex, build_of, open_index, read_manifest
 from rag.streaming import final_note
 from rag.types import Answer, Citation, Paper
 from ui.format import (
@@ -128,7 +128,7 @@ def default_factory(config: RagConfig) -> AnswererFactory:
         except RagError as exc:  # keep answering from the index in memory
             logger.warning("cannot read the index manifest (%s); answering from the loaded index", exc)
             return
-        if _build_of(on_disk) != _build_of(current.manifest):
+        if build_of(on_disk) != build_of(current.manifest):
             try:
                 current = open_index(config.index_dir, answerer.embedder)
             except RagError as exc:
@@ -152,10 +152,6 @@ def default_factory(config: RagConfig) -> AnswererFactory:
             return cache[model]
 
     return get
-
-
-def _build_of(manifest: Mapping[str, Any]) -> tuple[Any, Any]:
-    return manifest.get("built_at"), manifest.get("corpus_hash")
 
 
 def respond(

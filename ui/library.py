@@ -30,7 +30,7 @@ from index_build.corpus import CORPUS_SUFFIXES, read_corpus
 from rag.answer import Answerer
 from rag.config import RagConfig
 from rag.errors import CorpusError, RagError
-from rag.store import RagIndex, open_index, read_manifest
+from rag.store import RagIndex, build_of, open_index, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -191,10 +191,7 @@ class Library:
             on_disk = read_manifest(self.index_dir)
         except RagError:
             return False  # keep answering from the index in memory
-        return (on_disk.get("built_at"), on_disk.get("corpus_hash")) != (
-            index.manifest.get("built_at"),
-            index.manifest.get("corpus_hash"),
-        )
+        return build_of(on_disk) != build_of(index.manifest)
 
     def status(self) -> BuildStatus:
         with self._lock:
