@@ -117,6 +117,9 @@ class RagConfig:
     list_margin: float = 0.17
     list_min_topic_coverage: float = 0.25
     list_strong_margin: float = 0.08
+    # Compare questions: papers the question names by their short name ("SMASH and BigNAS") are
+    # taken from this many retrieved papers into the top_k the model reads.
+    compare_candidates: int = 10
     # When nothing the model wrote is supported, show the evidence sentence that answers the
     # question instead of refusing: its score (cosine + 0.3 x question-word recall) and the share
     # of the question's content words it (with its title) holds must reach these.
@@ -167,6 +170,7 @@ class RagConfig:
             "evidence_whole_cap",
             "list_max_papers",
             "list_candidates",
+            "compare_candidates",
             "max_answer_tokens",
             "n_ctx",
             "max_question_chars",

@@ -12,6 +12,7 @@ attached; a sentence no source supports is marked unsupported.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -22,7 +23,13 @@ from rag.evidence import STOPWORDS, CachedEmbedder, addresses_the_model, content
 from rag.text import sentence_spans
 from rag.types import AnswerSentence, Citation, EvidenceSentence, Source
 
-_NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?![\w])|(?<![\w.])(\d+)(?:\.(\d+))?(?=[%xX×])")
+# A number: "1,000", "0.5", and one written with its unit or scale ("15%", "3x", "14M", "1.4B", "100k";
+# the value is the written digits: "1.4B" and "1.4 billion" are both 1.4).
+_NUMBER = re.compile(
+    r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?![\w]|\.\d)|(?<![\w.])(\d+)(?:\.(\d+))?(?=[%xX×]|[kKMBT](?![\w]))"
+)
+# A token that is a number with its unit or scale, not a name ("3x", "14M", "1.4B").
+_NUMBER_TOKEN = re.compile(r"^\d+(?:\.\d+)?(?:[%xX×]|[kKMBT])$")
 _TOKEN = re.compile(r"[^\s]+")
 _REFUSAL = re.compile(
     r"(\b(sources?|context|documents?|papers?|abstracts?|information|collection)\b[^.]*\b(do(es)?\s+not|don't|doesn't|"
@@ -44,10 +51,24 @@ _META_WORDS = frozenset(
     for w in "yes no described describes discussed discusses presented presents introduced introduces addressed "
     "addresses mentioned mentions explored explores covered covers provided provides shown collection source "
     "sources article articles research researchers authors demonstrated demonstrates demonstrate achieved "
-    "achieves achieve accomplished explained explains studied investigated examined reported reports".split()
+    "achieves achieve accomplished explained explains studied investigated examined reported reports "
+    # ... or what it is called: "This method is referred to as G-SimCLR [1]" names, it does not answer
+    "referred refers called named termed dubbed known "
+    # ... or point at it: "this method", "the paper"
+    "method methods approach approaches technique techniques framework dataset paper papers work study".split()
 )
 # A claim close to an evidence sentence must still have this share of its new words there.
 MIN_COVERAGE = 0.34
+# "How many crystal structures ...": what the question counts (up to its verb).
+_HOW_MANY = re.compile(
+    r"\bhow\s+many\s+((?:(?!(?:are|is|was|were|do|does|did|has|have|had|can|could|will|would)\b)[\w'-]+\s*){1,6})",
+    re.IGNORECASE,
+)
+_ASKS = re.compile(r"\b(what|which|how|who|where|when|why)\b", re.IGNORECASE)
+# A claim's number counts something else when the noun after it shares no word with what the
+# question counts and is not even close in meaning ("16 Nobel Laureates" for "how many crystal
+# structures": 0.11); synonyms score higher ("frames" / "images" 0.54, "tokens" / "words" 0.29).
+MIN_COUNTED_SIMILARITY = 0.2
 
 
 def is_refusal(sentence: str) -> bool:
@@ -56,12 +77,14 @@ def is_refusal(sentence: str) -> bool:
 
 
 _LATEX_TIMES = re.compile(r"(\d)\s*(?:\\times|times|×)\s*(\d)")
+# "3times training schedule" (a LaTeX "3$\\times$" whose markup was stripped), "3 \\times", "3×" -> "3x"
+_TIMES_FACTOR = re.compile(r"(\d)(?:\s*\\times|times|\s*×)(?![\w])")
 
 
 def plain(text: str) -> str:
     """LaTeX leftovers of abstracts written as the claims write them: "75\\%" -> "75%",
-    "300\\times 300" / "300times 300" / "300×300" -> "300x300"."""
-    return _LATEX_TIMES.sub(r"\1x\2", text.replace("\\%", "%"))
+    "300\\times 300" / "300times 300" / "300×300" -> "300x300", "3times" / "3×" -> "3x"."""
+    return _TIMES_FACTOR.sub(r"\1x", _LATEX_TIMES.sub(r"\1x\2", text.replace("\\%", "%")))
 
 
 def numbers_in(text: str) -> set[float]:
@@ -122,8 +145,46 @@ def number_contexts(text: str) -> dict[float, set[str]]:
     return out
 
 
+_LATEX_ACCENT = re.compile(r"\\['`^\"~=.]\{?([A-Za-z])\}?")
+
+
+def counted(question: str) -> str:
+    """What a "how many ..." question counts ("how many crystal structures with critical
+    temperatures does ..." -> "crystal structures with critical temperatures"), else ""."""
+    m = _HOW_MANY.search(question)
+    if not m or len(_ASKS.findall(question)) > 1:
+        return ""  # a question of several parts: the other parts' numbers count other things
+    phrase = m.group(1).strip()
+    return "" if phrase.split()[0].lower() in ("times", "more", "fewer", "of", "other") else phrase
+
+
+def _number_nouns(claim: str) -> list[str]:
+    """The words right after each number of ``claim``, as written ("16 Nobel Laureates'" ->
+    "Nobel Laureates")."""
+    out = []
+    text = plain(claim)
+    for m in _NUMBER.finditer(text):
+        phrase: list[str] = []
+        for w in words(text[m.end() : m.end() + 60]):
+            if w.lower() in _SCALE or w[0].isdigit():
+                continue
+            if w.lower() in STOPWORDS or len(w) < 3:
+                if phrase:
+                    break
+                continue
+            phrase.append(w)
+            if len(phrase) == 2:
+                break
+        if phrase:
+            out.append(" ".join(phrase))
+    return out
+
+
 def norm_name(token: str) -> str:
+    """A name as compared: lower case, letters and digits, accents dropped ("Poincaré",
+    "Poincar\\'e" and "Poincare" are one name)."""
     token = re.sub(r"['’]s$", "", token)
+    token = unicodedata.normalize("NFKD", _LATEX_ACCENT.sub(r"\1", token))
     return re.sub(r"[^0-9a-z]", "", token.lower())
 
 
@@ -139,8 +200,8 @@ def names_in(sentence: str) -> set[str]:
             starts = False
         if raw.rstrip("\"')]}”’").endswith((".", "!", "?")):
             starts = True
-        if len(token) < 2:
-            continue
+        if len(token) < 2 or _NUMBER_TOKEN.match(token):
+            continue  # a number with its unit is checked as a number
         letters = re.sub(r"[^A-Za-z]", "", token)
         has_digit = any(c.isdigit() for c in token)
         inner_upper = any(c.isupper() for c in token[1:])
@@ -403,6 +464,27 @@ class Verifier:
             evidence.setdefault(n, check.best_sentence)
         return evidence if set(evidence) == {s.n for s in cited} else None
 
+    def _counts_something_else(
+        self, claim: str, question: str, counting: str, counting_vector: np.ndarray | None
+    ) -> str | None:
+        """Why the claim's numbers count something other than what "how many ..." asks, or None.
+
+        Only numbers the question does not itself state, each read with the noun after it in the
+        claim; a number with no noun after it, or one noun near what is counted, passes."""
+        if not counting or counting_vector is None:
+            return None
+        asked = {stem(w) for w in words(counting) if w.lower() not in STOPWORDS}
+        contexts = {v: c for v, c in number_contexts(claim).items() if v not in numbers_in(question)}
+        if not contexts or any(not c or c & asked for c in contexts.values()):
+            return None
+        nouns = _number_nouns(claim)
+        if not nouns:
+            return None
+        sims = self.embedder.embed(nouns) @ counting_vector
+        if float(np.max(sims)) >= MIN_COUNTED_SIMILARITY:
+            return None
+        return f"it counts {nouns[0]}, not the {counting} the question asks about"
+
     def verify(
         self,
         raw_text: str,
@@ -422,6 +504,8 @@ class Verifier:
         by_n = {s.n: s for s in sources}
         question_words = content_words(question)
         keep_title = form == "which-paper"
+        counting = counted(question)
+        counting_vector = self.embedder.embed([counting])[0] if counting else None
         parsed = split_answer(raw_text)
         invalid = 0
         said_cannot = False
@@ -445,6 +529,14 @@ class Verifier:
                 return self.check(body, vector, [source], question_words=question_words, keep_title=keep_title)
 
             checks = {s.n: check(s) for s in sources}
+            miscounted = self._counts_something_else(body, question, counting, counting_vector)
+            if miscounted:  # a true number of the wrong thing does not answer "how many"
+                issues.append(miscounted)
+                if strict:
+                    dropped.append(body)
+                    continue
+                rows.append((body, [], False, False, issues, {}, "unsupported"))
+                continue
             if all(c.restates for c in checks.values()):
                 issues.append(next(iter(checks.values())).reason())
                 verdict = "no-answer"

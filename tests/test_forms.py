@@ -114,6 +114,8 @@ def test_a_restatement_of_the_question_is_no_answer(verifier: Verifier) -> None:
     )
     assert not echo.sentences[0].supported and echo.sentences[0].verdict == "no-answer"
     assert "restates the question" in echo.sentences[0].issues[0]
+    named = verifier.verify("This dataset is referred to as OwlSet [1].", [OWL], question=question)
+    assert named.sentences[0].verdict == "no-answer"  # what a thing is called is not how it is made
     real = verifier.verify("They are annotated with boxes [1].", [OWL], question=question)
     assert real.sentences[0].supported and real.sentences[0].verdict == "supported"
 
@@ -311,3 +313,19 @@ def test_the_sentence_shown_as_support_holds_the_claims_number() -> None:
     )
     assert v.sentences[0].supported
     assert v.citations[0].evidence == ("The dataset comprises a 1-hour video (67,760 frames) of eight calves.",)
+
+
+def test_which_paper_answers_name_the_best_retrieved_paper_not_another_one(fake_index) -> None:  # type: ignore[no-untyped-def]
+    question = "Which paper detects animals at night with thermal cameras?"
+    reply = ["Nothing yet."]
+    answerer = Answerer(CONFIG, index=fake_index, generator=FakeGenerator(lambda messages: reply[0]))
+    first = answerer.ask(question)
+    best = max(first.sources, key=lambda s: s.retrieval_score)
+    other = next(s for s in first.sources if s.paper_id != best.paper_id)
+    # The model names another paper by its title: the title "supports" itself, but it is not the answer.
+    reply[0] = f'The paper "{other.title}" detects animals at night with thermal cameras [{other.n}].'
+    ans = answerer.ask(question)
+    assert not ans.refused and ans.form == "which-paper"
+    assert ans.text.startswith(f"The paper is \u201c{best.title}\u201d [1].")
+    assert [c.paper_id for c in ans.citations] == [best.paper_id]
+    assert other.title not in ans.text

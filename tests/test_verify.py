@@ -189,3 +189,55 @@ def test_a_number_from_a_sentence_about_something_else_stays_unsupported(verifie
     # 20 is in [1], but neither its context nor most of the claim is in the sentence holding it.
     v = verifier.verify("The FFCV data loader uses 20 worker processes per GPU [1].", LATEX_SOURCES)
     assert not v.sentences[0].supported
+
+
+def test_numbers_written_with_their_scale_are_numbers_not_names() -> None:
+    assert numbers_in("models of 14M to 1.4B parameters, 3x faster, 100k steps, v1.2.3") == {14.0, 1.4, 3.0, 100.0}
+    assert names_in("The 14M and 1.4B STU-Net models train 3x faster") == {"stunet"}
+
+
+def test_accented_names_match_their_latex_and_plain_spellings(verifier: Verifier) -> None:
+    poincare = source(
+        1, "Poincar\\'e ResNet", "We introduce Poincar\\'e midpoint batch normalization instead of Fr\\'echet means."
+    )
+    v = verifier.verify("Poincaré ResNet replaces Fréchet means with midpoint batch normalization [1].", [poincare])
+    assert v.sentences[0].supported, v.sentences[0].issues
+
+
+def test_a_times_factor_stripped_of_its_latex_is_still_the_factor(verifier: Verifier) -> None:
+    sparse = source(1, "Sparse R-CNN", "Sparse R-CNN achieves 45.0 AP in standard 3times training schedule.")
+    v = verifier.verify("Sparse R-CNN reaches 45.0 AP under the 3x training schedule [1].", [sparse])
+    assert v.sentences[0].supported, v.sentences[0].issues
+
+
+def test_a_true_number_of_the_wrong_thing_does_not_answer_how_many(verifier: Verifier) -> None:
+    s2s = source(
+        1,
+        "S2SNet: A Pretrained Neural Network for Superconductivity Discovery",
+        "More than 16 Nobel Laureates have been awarded for their contribution to superconductivity research.",
+        "A new dataset, S2S, containing both crystal structures and critical temperature, is built.",
+    )
+    question = "How many crystal structures does the S2S dataset contain?"
+    v = verifier.verify("The S2S dataset contains more than 16 Nobel Laureates [1].", [s2s], question=question)
+    assert not v.sentences[0].supported and "not the crystal structures" in v.sentences[0].issues[0]
+    # the counted thing itself passes, and so does a question that counts nothing
+    calves = source(1, "8-Calves", "The 8-Calves dataset contains 67,760 frames of eight calves.")
+    asked = "How many frames does the 8-Calves dataset contain?"
+    assert (
+        verifier.verify("The 8-Calves dataset contains 67,760 frames [1].", [calves], question=asked)
+        .sentences[0]
+        .supported
+    )
+    ok = verifier.verify(
+        "More than 16 Nobel Laureates were awarded for superconductivity research [1].",
+        [s2s],
+        question="Who won prizes?",
+    )
+    assert ok.sentences[0].supported
+
+
+def test_the_count_check_leaves_the_other_parts_of_a_question_alone(verifier: Verifier) -> None:
+    urdu = source(1, "Urdu summaries", "The adapted urT5 model is 44.78% smaller than mT5.", "The dataset has 76.5k pairs.")
+    question = "How many article-summary pairs does the dataset hold, and how much smaller is urT5 than mT5?"
+    v = verifier.verify("The adapted urT5 model is 44.78% smaller than mT5 [1].", [urdu], question=question)
+    assert v.sentences[0].supported, v.sentences[0].issues
