@@ -329,3 +329,16 @@ def test_which_paper_answers_name_the_best_retrieved_paper_not_another_one(fake_
     assert ans.text.startswith(f"The paper is \u201c{best.title}\u201d [1].")
     assert [c.paper_id for c in ans.citations] == [best.paper_id]
     assert other.title not in ans.text
+
+
+def test_compare_quotes_prefer_what_the_paper_does_to_the_fields_background() -> None:
+    from rag.answer import compare_quotes
+
+    texts = [
+        "Few-shot classification aims to recognise new categories from few samples.",
+        "Most methods learn a metric.",
+        "We attend over base data points to enrich the support set.",
+        "Results improve on miniImageNet.",
+    ]
+    assert compare_quotes(texts, np.array([0.62, 0.40, 0.58, 0.30])) == [texts[0], texts[2]]
+    assert compare_quotes(texts, np.array([0.62, 0.40, 0.58, 0.55]), k=1) == [texts[2]]

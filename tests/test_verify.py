@@ -237,7 +237,9 @@ def test_a_true_number_of_the_wrong_thing_does_not_answer_how_many(verifier: Ver
 
 
 def test_the_count_check_leaves_the_other_parts_of_a_question_alone(verifier: Verifier) -> None:
-    urdu = source(1, "Urdu summaries", "The adapted urT5 model is 44.78% smaller than mT5.", "The dataset has 76.5k pairs.")
+    urdu = source(
+        1, "Urdu summaries", "The adapted urT5 model is 44.78% smaller than mT5.", "The dataset has 76.5k pairs."
+    )
     question = "How many article-summary pairs does the dataset hold, and how much smaller is urT5 than mT5?"
     v = verifier.verify("The adapted urT5 model is 44.78% smaller than mT5 [1].", [urdu], question=question)
     assert v.sentences[0].supported, v.sentences[0].issues
