@@ -839,7 +839,8 @@ class Answerer:
     def verify(self, question: str, raw: str, sources: Sequence[Source], form: str, cfg: RagConfig) -> Verified:
         """Citations used as nouns get their paper's name, then every claim is checked against
         the paper it cites."""
-        named = name_noun_citations(raw, {s.n: s.title for s in sources}) if cfg.answer_forms else raw
+        titles = {s.n: s.title for s in sources}
+        named = name_noun_citations(raw, titles, whole=form == "which-paper") if cfg.answer_forms else raw
         return self.verifier(cfg).verify(named, sources, strict=cfg.strict, question=question, form=form)
 
     def policy(self, cfg: RagConfig) -> RefusalPolicy:

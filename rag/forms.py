@@ -99,10 +99,12 @@ _LOWER_AFTER_NAME = frozenset(
 )
 
 
-def name_noun_citations(text: str, titles: Mapping[int, str]) -> str:
+def name_noun_citations(text: str, titles: Mapping[int, str], *, whole: bool = False) -> str:
     """Give each marker that stands as a noun its paper's short title: at the start of a sentence
     ("[1] proposes"), or after a preposition, "and" or "paper" ("described in [1]", "the papers
-    [1] and [2]"). Markers that end a claim are left alone."""
+    [1] and [2]"). Markers that end a claim are left alone. ``whole``: the whole title in quotes
+    (a "which paper" answer: "This paper is [2]" answers with the paper, so with its title, not
+    with the "Less is More" before its colon)."""
     out: list[str] = []
     last = 0
     for match in MARKER.finditer(text):
@@ -126,7 +128,7 @@ def name_noun_citations(text: str, titles: Mapping[int, str]) -> str:
             bool(word) and word.group(1).lower() in _NOUN_BEFORE and not prefix.endswith((",", ".", "!", "?"))
         )
         title = titles[known[0]]
-        name = short_title(title)
+        name = f"\u201c{title.strip()}\u201d" if whole else short_title(title)
         named_already = name.strip("\u201c\u201d").lower() in prefix.lower()[-len(name) - 20 :]
         title_follows = rest.lower().startswith(" ".join(title.lower().split()[:3]))
         if after_noun_word and named_already and word is not None and word.group(1).lower() == "by":

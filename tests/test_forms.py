@@ -342,3 +342,12 @@ def test_compare_quotes_prefer_what_the_paper_does_to_the_fields_background() ->
     ]
     assert compare_quotes(texts, np.array([0.62, 0.40, 0.58, 0.30])) == [texts[0], texts[2]]
     assert compare_quotes(texts, np.array([0.62, 0.40, 0.58, 0.55]), k=1) == [texts[2]]
+
+
+def test_a_which_paper_answer_names_the_paper_by_its_whole_title() -> None:
+    titles = {2: "Less is More: Parameter-Free Text Classification with Gzip"}
+    assert name_noun_citations("Yes. This paper is [2].", titles) == "Yes. This paper is Less is More [2]."
+    assert (
+        name_noun_citations("Yes. This paper is [2].", titles, whole=True)
+        == "Yes. This paper is \u201cLess is More: Parameter-Free Text Classification with Gzip\u201d [2]."
+    )
