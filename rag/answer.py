@@ -38,7 +38,7 @@ from rag.store import RagIndex, open_index
 from rag.streaming import Checked, SentenceStream
 from rag.text import sentence_spans
 from rag.types import Answer, AnswerSentence, Citation, RetrievedPaper, Source
-from rag.verify import Verified, Verifier, is_refusal, novel_words, numbers_in
+from rag.verify import Verified, Verifier, is_refusal, numbers_in
 
 logger = logging.getLogger(__name__)
 
@@ -870,7 +870,6 @@ class Answerer:
         if form == "compare":
             sentences, citations = self.compose_compare(question, sentences, citations, sources)
         if form == "which-paper":
-            sentences, citations = self.answer_paper_first(question, sentences, citations, sources)
             first = next((s for s in sentences if s.supported and s.citations), None)
             if first is not None:
                 cited = next(c for c in citations if c.n == first.citations[0])
@@ -882,47 +881,6 @@ class Answerer:
                     shown = render_sentence(body, (cited.n,))
                     sentences.insert(0, AnswerSentence(body, (cited.n,), True, shown=shown, verdict="system"))
         return tuple(sentences), tuple(citations)
-
-    def answer_paper_first(
-        self, question: str, sentences: list[AnswerSentence], citations: list[Citation], sources: Sequence[Source]
-    ) -> tuple[list[AnswerSentence], list[Citation]]:
-        """A "which paper" answer names the paper that best matches the question: the best retrieved
-        source, unless the model says something of its own about the paper it names.
-
-        A sentence that names a paper and repeats the question ('The paper "T" found that <the
-        question> [2]') is "supported" by that paper's title alone; read on a held-out split, the
-        model named a paper other than the best retrieved one 4 times in 10 such answers, and the
-        best retrieved one was right in 3 of those 4. So when every supported sentence cites
-        another paper and adds nothing but that paper's title to the question, those sentences are
-        dropped and the answer names the best retrieved paper, with its sentence closest to the
-        question."""
-        supported = [s for s in sentences if s.supported and s.citations]
-        if not sources or not supported:
-            return sentences, citations
-        best = max(sources, key=lambda src: src.retrieval_score)
-        by_n = {c.n: c for c in citations}
-        if any(by_n[n].paper_id == best.paper_id for s in supported for n in s.citations):
-            return sentences, citations
-        asked = content_words(question)
-        titles = {s.text: " ".join(by_n[n].title for n in s.citations) for s in supported}
-        if any(novel_words(s.text, asked, titles[s.text]) - content_words(titles[s.text]) for s in supported):
-            return sentences, citations  # the model says what the paper it names does: its claim stands
-        kept = [s for s in sentences if not s.supported]
-        evidence = max(best.sentences, key=lambda e: e.score).text if best.sentences else best.title
-        body = f"The paper is \u201c{best.title}\u201d."
-        new_n = max(by_n, default=0) + 1
-        system = AnswerSentence(body, (new_n,), True, shown=render_sentence(body, (new_n,)), verdict="system")
-        cited = Citation(
-            n=new_n,
-            paper_id=best.paper_id,
-            title=best.title,
-            files=best.files,
-            evidence=(evidence,),
-            score=best.retrieval_score,
-            prompt_n=best.n,
-        )
-        logger.info("a which-paper answer named another paper than the best retrieved one; naming %s", best.paper_id)
-        return renumbered([system, *kept], [*citations, cited])
 
     def compose_compare(
         self, question: str, sentences: list[AnswerSentence], citations: list[Citation], sources: Sequence[Source]

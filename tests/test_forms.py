@@ -315,22 +315,6 @@ def test_the_sentence_shown_as_support_holds_the_claims_number() -> None:
     assert v.citations[0].evidence == ("The dataset comprises a 1-hour video (67,760 frames) of eight calves.",)
 
 
-def test_which_paper_answers_name_the_best_retrieved_paper_not_another_one(fake_index) -> None:  # type: ignore[no-untyped-def]
-    question = "Which paper detects animals at night with thermal cameras?"
-    reply = ["Nothing yet."]
-    answerer = Answerer(CONFIG, index=fake_index, generator=FakeGenerator(lambda messages: reply[0]))
-    first = answerer.ask(question)
-    best = max(first.sources, key=lambda s: s.retrieval_score)
-    other = next(s for s in first.sources if s.paper_id != best.paper_id)
-    # The model names another paper by its title: the title "supports" itself, but it is not the answer.
-    reply[0] = f'The paper "{other.title}" detects animals at night with thermal cameras [{other.n}].'
-    ans = answerer.ask(question)
-    assert not ans.refused and ans.form == "which-paper"
-    assert ans.text.startswith(f"The paper is \u201c{best.title}\u201d [1].")
-    assert [c.paper_id for c in ans.citations] == [best.paper_id]
-    assert other.title not in ans.text
-
-
 def test_compare_quotes_prefer_what_the_paper_does_to_the_fields_background() -> None:
     from rag.answer import compare_quotes
 
