@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rag.evidence import content_words, stem
 from rag.filters import PaperFilter
 from rag.types import AnswerSentence, Paper, RetrievedPaper
 from rag.verify import evidence_tokens, name_found, names_in, norm_name
@@ -112,6 +113,8 @@ class RefusalPolicy:
 
 
 _SPLIT_NAME = re.compile(r"[-/]")
+# Second parts of a hyphenated word that describe the name before them rather than name anything.
+_DESCRIPTORS = frozenset("style like based level free specific aware wise driven scale type sized".split())
 
 
 def absent_question_names(question: str, cited: Collection[str], papers: Mapping[str, Paper]) -> list[str]:
@@ -121,7 +124,8 @@ def absent_question_names(question: str, cited: Collection[str], papers: Mapping
     when its parts are."""
     if not cited:
         return []
-    tokens = evidence_tokens(" ".join(f"{papers[pid].title} {papers[pid].abstract}" for pid in cited))
+    text = " ".join(f"{papers[pid].title} {papers[pid].abstract}" for pid in cited)
+    tokens = evidence_tokens(text)
     absent: set[str] = set()
     for name in names_in(question):
         if name_found(name, tokens):
@@ -134,7 +138,10 @@ def absent_question_names(question: str, cited: Collection[str], papers: Mapping
         if norm_name(word) not in absent:
             continue
         parts = [norm_name(p) for p in _SPLIT_NAME.split(word) if norm_name(p)]
-        if len(parts) > 1 and all(name_found(p, tokens) for p in parts):
+        named = [p for p in parts if p not in _DESCRIPTORS]  # "ResNet-style": the style is the asker's
+        if len(parts) > 1 and named and all(name_found(p, tokens) for p in named):
             continue  # "long-tailed": "long" and "tailed" are both there
+        if re.fullmatch(r"[A-Z][a-z]+", word) and stem(word) in content_words(text):
+            continue  # a capitalised plain word is a name only loosely: "Text Supervised" / "text supervision"
         out.append(word)
     return out

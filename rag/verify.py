@@ -243,6 +243,7 @@ def name_found(name: str, tokens: set[str]) -> bool:
         or name.rstrip("s") in tokens
         or name + "s" in tokens
         or (name.endswith("s") and name[:-1] + "es" in tokens)
+        or (name.endswith("y") and name[:-1] + "ies" in tokens)  # "library" / "libraries"
     )
 
 
