@@ -86,6 +86,12 @@ def test_trained_sentence_splitter_keeps_abbreviations_inside_sentences() -> Non
         "We gain 3.5% vs. the baseline.",
         "Done.",
     ]
+    # a model (or an abstract) writing "et. al." does not leave "al. (2020) ..." as a sentence
+    text = "It extends the work of Kataoka et. al. (2020) by proposing fractals. It helps."
+    assert [text[a:b] for a, b in sentence_spans(text)] == [
+        "It extends the work of Kataoka et. al. (2020) by proposing fractals.",
+        "It helps.",
+    ]
 
 
 OWL = Source(
