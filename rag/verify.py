@@ -507,6 +507,8 @@ class Verifier:
         keep_title = form == "which-paper"
         counting = counted(question)
         counting_vector = self.embedder.embed([counting])[0] if counting else None
+        miscounts: dict[int, str] = {}  # row -> why its numbers count something else
+        counted_answered = False
         parsed = split_answer(raw_text)
         invalid = 0
         said_cannot = False
@@ -530,14 +532,6 @@ class Verifier:
                 return self.check(body, vector, [source], question_words=question_words, keep_title=keep_title)
 
             checks = {s.n: check(s) for s in sources}
-            miscounted = self._counts_something_else(body, question, counting, counting_vector)
-            if miscounted:  # a true number of the wrong thing does not answer "how many"
-                issues.append(miscounted)
-                if strict:
-                    dropped.append(body)
-                    continue
-                rows.append((body, [], False, False, issues, {}, "unsupported"))
-                continue
             if all(c.restates for c in checks.values()):
                 issues.append(next(iter(checks.values())).reason())
                 verdict = "no-answer"
@@ -578,6 +572,12 @@ class Verifier:
             if not kept and not valid and sources:
                 best = max(checks.values(), key=lambda c: c.strength)
                 issues.append(best.reason())
+            if kept and counting:
+                miscounted = self._counts_something_else(body, question, counting, counting_vector)
+                if miscounted:
+                    miscounts[len(rows)] = miscounted
+                elif numbers_in(body) - numbers_in(question):
+                    counted_answered = True
             supported = bool(kept)
             supported_claims += supported
             if not supported and strict:
@@ -587,6 +587,16 @@ class Verifier:
                 (body, kept, supported, repaired, issues, evidence_of, "supported" if supported else "unsupported")
             )
 
+        if miscounts and not counted_answered:
+            # Nothing says how many of what was asked: a true number of something else is no answer
+            # (more sentences with other facts are fine once one sentence gives the count).
+            for i, reason in miscounts.items():
+                body, _, _, _, issues, _, _ = rows[i]
+                rows[i] = (body, [], False, False, [*issues, reason], {}, "unsupported")
+                supported_claims -= 1
+            if strict:
+                dropped.extend(rows[i][0] for i in miscounts)
+                rows = [r for i, r in enumerate(rows) if i not in miscounts]
         mapping = renumber(r[1] for r in rows if r[2])
         sentences: list[AnswerSentence] = []
         rendered: list[str] = []

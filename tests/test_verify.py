@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from rag.evidence import CachedEmbedder
@@ -219,7 +221,14 @@ def test_a_true_number_of_the_wrong_thing_does_not_answer_how_many(verifier: Ver
     )
     question = "How many crystal structures does the S2S dataset contain?"
     v = verifier.verify("The S2S dataset contains more than 16 Nobel Laureates [1].", [s2s], question=question)
-    assert not v.sentences[0].supported and "not the crystal structures" in v.sentences[0].issues[0]
+    assert not v.sentences[0].supported and "not the crystal structures" in v.sentences[0].issues[-1]
+    # once one sentence gives the count, a true number of something else is just another fact
+    both = verifier.verify(
+        "The S2S dataset contains 3,000 crystal structures [1]. More than 16 Nobel Laureates were awarded [1].",
+        [replace(s2s, sentences=(*s2s.sentences, EvidenceSentence(0, 1, "S2S holds 3,000 crystal structures.", 1.0)))],
+        question=question,
+    )
+    assert [s.supported for s in both.sentences] == [True, True], [s.issues for s in both.sentences]
     # the counted thing itself passes, and so does a question that counts nothing
     calves = source(1, "8-Calves", "The 8-Calves dataset contains 67,760 frames of eight calves.")
     asked = "How many frames does the 8-Calves dataset contain?"
