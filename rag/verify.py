@@ -69,6 +69,12 @@ _ASKS = re.compile(r"\b(what|which|how|who|where|when|why)\b", re.IGNORECASE)
 # question counts and is not even close in meaning ("16 Nobel Laureates" for "how many crystal
 # structures": 0.11); synonyms score higher ("frames" / "images" 0.54, "tokens" / "words" 0.29).
 MIN_COUNTED_SIMILARITY = 0.2
+# A count written in words ("three datasets", "a single layer", "hundreds of images").
+_COUNT_WORDS = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred hundreds "
+    "thousand thousands million millions billion billions dozen dozens single none zero".split()
+)
 
 
 def is_refusal(sentence: str) -> bool:
@@ -156,6 +162,14 @@ def counted(question: str) -> str:
         return ""  # a question of several parts: the other parts' numbers count other things
     phrase = m.group(1).strip()
     return "" if phrase.split()[0].lower() in ("times", "more", "fewer", "of", "other") else phrase
+
+
+def gives_count(claim: str, question: str) -> bool:
+    """True when ``claim`` states a number the question does not, in digits or in words."""
+    if numbers_in(claim) - numbers_in(question):
+        return True
+    asked = {w.lower() for w in words(question)}
+    return any(w.lower() in _COUNT_WORDS and w.lower() not in asked for w in words(claim))
 
 
 def _number_nouns(claim: str) -> list[str]:
@@ -576,7 +590,7 @@ class Verifier:
                 miscounted = self._counts_something_else(body, question, counting, counting_vector)
                 if miscounted:
                     miscounts[len(rows)] = miscounted
-                elif numbers_in(body) - numbers_in(question):
+                elif gives_count(body, question):
                     counted_answered = True
             supported = bool(kept)
             supported_claims += supported
@@ -587,9 +601,14 @@ class Verifier:
                 (body, kept, supported, repaired, issues, evidence_of, "supported" if supported else "unsupported")
             )
 
-        if miscounts and not counted_answered:
-            # Nothing says how many of what was asked: a true number of something else is no answer
-            # (more sentences with other facts are fine once one sentence gives the count).
+        if counting and not counted_answered:
+            # Nothing says how many of what was asked: a true number of something else, or true
+            # sentences with no number at all, are no answer ("The S2S dataset contains crystal
+            # structures [1]" for "how many crystal structures"); more sentences with other facts
+            # are fine once one sentence gives the count.
+            for i, row in enumerate(rows):
+                if row[2] and i not in miscounts:
+                    miscounts[i] = f"it does not say how many {counting}"
             for i, reason in miscounts.items():
                 body, _, _, _, issues, _, _ = rows[i]
                 rows[i] = (body, [], False, False, [*issues, reason], {}, "unsupported")

@@ -245,6 +245,23 @@ def test_a_true_number_of_the_wrong_thing_does_not_answer_how_many(verifier: Ver
     assert ok.sentences[0].supported
 
 
+def test_an_answer_with_no_count_does_not_answer_how_many(verifier: Verifier) -> None:
+    s2s = source(
+        1,
+        "S2SNet: A Pretrained Neural Network for Superconductivity Discovery",
+        "A new dataset, S2S, containing both crystal structures and critical temperature, is built.",
+    )
+    question = "How many crystal structures does the S2S dataset contain?"
+    v = verifier.verify("The S2S dataset contains both crystal structures and critical temperature [1].", [s2s], question=question)
+    assert not v.sentences[0].supported and "does not say how many" in v.sentences[0].issues[-1]
+    # a count in words is a count
+    layers = source(1, "Shallow nets", "We show that a network with two hidden layers suffices.")
+    w = verifier.verify(
+        "A network with two hidden layers suffices [1].", [layers], question="How many hidden layers are enough?"
+    )
+    assert w.sentences[0].supported, w.sentences[0].issues
+
+
 def test_the_count_check_leaves_the_other_parts_of_a_question_alone(verifier: Verifier) -> None:
     urdu = source(
         1, "Urdu summaries", "The adapted urT5 model is 44.78% smaller than mT5.", "The dataset has 76.5k pairs."
