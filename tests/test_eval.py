@@ -282,7 +282,12 @@ def test_bundled_test_split_is_complete_and_checked_against_the_abstracts() -> N
 
 
 @pytest.mark.parametrize(
-    ("split", "earlier_splits", "lists"), [("test2", ("dev", "test"), 5), ("test3", ("dev", "test", "test2"), 4)]
+    ("split", "earlier_splits", "lists"),
+    [
+        ("test2", ("dev", "test"), 5),
+        ("test3", ("dev", "test", "test2"), 4),
+        ("test4", ("dev", "test", "test2", "test3"), 6),
+    ],
 )
 def test_later_held_out_splits_are_checked_against_the_abstracts(
     split: str, earlier_splits: tuple[str, ...], lists: int
