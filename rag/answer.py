@@ -37,7 +37,7 @@ from rag.retrieve import Retriever
 from rag.store import RagIndex, open_index
 from rag.streaming import Checked, SentenceStream
 from rag.text import sentence_spans
-from rag.types import Answer, AnswerSentence, Citation, RetrievedPaper, Source
+from rag.types import Answer, AnswerSentence, Citation, EvidenceSentence, RetrievedPaper, Source
 from rag.verify import Verified, Verifier, is_refusal, numbers_in
 
 logger = logging.getLogger(__name__)
@@ -131,6 +131,14 @@ def compare_quotes(texts: Sequence[str], scores: np.ndarray, k: int = 2) -> list
     than the field's background ("Few-shot classification aims to ..." compares nothing)."""
     bonus = np.array([_CONTRIBUTION_BONUS * bool(_CONTRIBUTION.search(t)) for t in texts])
     return [texts[i] for i in sorted(np.argsort(-(np.asarray(scores) + bonus))[:k])]
+
+
+def list_quote(sentences: Sequence[EvidenceSentence]) -> EvidenceSentence | None:
+    """The sentence a list answer quotes for a paper: the closest to the topic, where a sentence in
+    which the authors say what they do counts a little more than their field's background."""
+    return max(
+        sentences, key=lambda e: e.score + _CONTRIBUTION_BONUS * bool(_CONTRIBUTION.search(e.text)), default=None
+    )
 
 
 _YES_NO = re.compile(r"^\s*(do|does|did|can|could|is|are|was|were|has|have|will|would|should)\b", re.IGNORECASE)
@@ -705,7 +713,8 @@ class Answerer:
         the topic, in absolute terms and relative to the best paper (a list's papers share one
         topic); and, unless it is nearly as close as the best, when it uses a fair share of the
         topic's rare words (idf-weighted: "lottery", "quantization"), which tells apart papers that
-        merely share the field."""
+        merely share the field. A paper both retrievers rank near the top needs less: a fair
+        relevance and one of the rare words."""
         if not retrieved:
             return ()
         topic = list_topic(question)
@@ -720,18 +729,23 @@ class Answerer:
         floor = max(cfg.list_min_relevance, best - cfg.list_margin)
         weights = self.topic_weights(topic)
         total = sum(weights.values())
-        kept = []
+        kept, agreed = [], []
         for r, rel in zip(retrieved, relevance, strict=True):
-            if rel < floor:
+            used = content_words(f"{papers[r.paper_id].title} {papers[r.paper_id].abstract}")
+            covered = sum(w for word, w in weights.items() if word in used)
+            if rel >= floor and (
+                not total  # the topic has rare words: the paper uses some, or a fair share unless nearly the best
+                or (
+                    covered and (rel >= best - cfg.list_strong_margin or covered >= cfg.list_min_topic_coverage * total)
+                )
+            ):
+                kept.append((rel, r))
                 continue
-            if total:  # the topic has rare words: the paper uses some, or a fair share unless nearly the best
-                used = content_words(f"{papers[r.paper_id].title} {papers[r.paper_id].abstract}")
-                covered = sum(w for word, w in weights.items() if word in used)
-                if not covered or (
-                    rel < best - cfg.list_strong_margin and covered < cfg.list_min_topic_coverage * total
-                ):
-                    continue
-            kept.append((rel, r))
+            agreement = sum(1.0 / (cfg.rrf_k + rank) for rank in (r.dense_rank, r.bm25_rank) if rank is not None)
+            if agreement >= cfg.list_agreement and rel >= cfg.list_agreed_min_relevance and (covered or not total):
+                agreed.append((rel, r))  # both retrievers rank it near the top
+        if kept:  # agreement alone extends a list, it never makes one
+            kept.extend(agreed)
         kept.sort(key=lambda pair: -pair[0])
         return tuple(r for _, r in kept[: cfg.list_max_papers])
 
@@ -987,11 +1001,12 @@ class Answerer:
         self, base: dict[str, Any], sources: Sequence[Source], timings: dict[str, float], start: float
     ) -> Answer:
         """A list answer: each relevant paper named, with the abstract sentence closest to the
-        question quoted (numbered in retrieval order)."""
+        question quoted, a sentence in which the authors say what they do counting a little more
+        (numbered in retrieval order)."""
         sentences = []
         citations = []
         for src in sources:
-            best = max(src.sentences, key=lambda e: e.score, default=None)
+            best = list_quote(src.sentences)
             if best is None:
                 continue
             n = len(citations) + 1

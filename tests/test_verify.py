@@ -252,7 +252,9 @@ def test_an_answer_with_no_count_does_not_answer_how_many(verifier: Verifier) ->
         "A new dataset, S2S, containing both crystal structures and critical temperature, is built.",
     )
     question = "How many crystal structures does the S2S dataset contain?"
-    v = verifier.verify("The S2S dataset contains both crystal structures and critical temperature [1].", [s2s], question=question)
+    v = verifier.verify(
+        "The S2S dataset contains both crystal structures and critical temperature [1].", [s2s], question=question
+    )
     assert not v.sentences[0].supported and "does not say how many" in v.sentences[0].issues[-1]
     # a count in words is a count
     layers = source(1, "Shallow nets", "We show that a network with two hidden layers suffices.")
