@@ -55,7 +55,15 @@ _META_WORDS = frozenset(
     # ... or what it is called: "This method is referred to as G-SimCLR [1]" names, it does not answer
     "referred refers called named termed dubbed known "
     # ... or point at it: "this method", "the paper"
-    "method methods approach approaches technique techniques framework dataset paper papers work study".split()
+    "method methods approach approaches technique techniques strategy strategies idea framework dataset paper "
+    "papers work study".split()
+)
+# Verbs that point at where something is said ("is described in", "SeiT++ presents").
+_POINTER = re.compile(
+    r"\b(?:(?:described|discussed|presented|introduced|addressed|mentioned|explored|covered|detailed|outlined|"
+    r"proposed)\s+(?:in|by)\b|(?:describes|discusses|presents|introduces|addresses|mentions|explores|covers|"
+    r"proposes)\s+(?:the|this|that|such|an?)\s+(?:approach|method|technique|strategy|idea|framework|solution)\b)",
+    re.IGNORECASE,
 )
 # A claim close to an evidence sentence must still have this share of its new words there.
 MIN_COVERAGE = 0.34
@@ -267,8 +275,9 @@ def novel_words(claim: str, question_words: set[str], title: str = "", *, keep_t
     novel = content_words(claim) - question_words - _META_WORDS
     if not keep_title:
         # The title's generic words say nothing new, but a name from it ("LAuReL", "SeiT++",
-        # "DFN-2B", "Hypencoder: ...") answers "is there a way to ...".
-        novel -= content_words(title) - title_names(title)
+        # "DFN-2B", "Hypencoder: ...") answers "is there a way to ..." -- unless the claim only
+        # says where the answer is ("This strategy is described in SeiT++ [1]").
+        novel -= content_words(title) - (set() if _POINTER.search(claim) else title_names(title))
     return novel
 
 

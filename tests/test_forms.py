@@ -123,6 +123,10 @@ def test_a_restatement_of_the_question_is_no_answer(verifier: Verifier) -> None:
     assert "restates the question" in echo.sentences[0].issues[0]
     named = verifier.verify("This dataset is referred to as OwlSet [1].", [OWL], question=question)
     assert named.sentences[0].verdict == "no-answer"  # what a thing is called is not how it is made
+    pointer = verifier.verify("This strategy is described in Tiny Owls [1].", [OWL], question=question)
+    assert pointer.sentences[0].verdict == "no-answer"  # where it is said is not what is said
+    said = verifier.verify("Tiny Owls presents this approach [1].", [OWL], question=question)
+    assert said.sentences[0].verdict == "no-answer"
     real = verifier.verify("They are annotated with boxes [1].", [OWL], question=question)
     assert real.sentences[0].supported and real.sentences[0].verdict == "supported"
 
