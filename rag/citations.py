@@ -55,6 +55,21 @@ def strip_citations(text: str) -> str:
     return _SPACE_BEFORE_PUNCT.sub(r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
 
 
+def answer_spans(line: str) -> list[tuple[int, int]]:
+    """Sentence spans of one line of an answer, none ending inside a quotation: a title quoted
+    whole ("The paper is “Words are all you need? Language as ...” [1].") is one sentence, not
+    two pieces."""
+    out: list[tuple[int, int]] = []
+    for a, b in sentence_spans(line):
+        if out:
+            piece = line[out[-1][0] : out[-1][1]]
+            if piece.count("\u201c") > piece.count("\u201d") or piece.count('"') % 2:
+                out[-1] = (out[-1][0], b)
+                continue
+        out.append((a, b))
+    return out
+
+
 def split_answer(text: str, *, keep_markers: bool = False) -> list[tuple[str, list[int]]]:
     """Sentences of an answer as (text without markers, cited numbers).
 
@@ -66,7 +81,7 @@ def split_answer(text: str, *, keep_markers: bool = False) -> list[tuple[str, li
     for line in text.splitlines():  # list items and titles on their own lines are sentences too
         line = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s+", "", line)
         line = re.sub(r"\s+", " ", line).strip()
-        for i, (a, b) in enumerate(sentence_spans(line)):
+        for i, (a, b) in enumerate(answer_spans(line)):
             piece = line[a:b]
             lead = _LEADING_MARKERS.match(piece)
             if lead and sentences and (i > 0 or not strip_citations(piece)):

@@ -1,10 +1,11 @@
 """Verify an answer sentence by sentence while the model writes it.
 
-A sentence is complete when the sentence splitter (``rag.text.sentence_spans``, punkt trained on
-English) sees the next sentence start after it, or when the text ends. Each time more sentences
-are complete, the complete part of the text is verified as a whole (the same call the final
-answer uses, with the same citation renumbering), so a sentence is shown in the form it will
-keep: its final numbers, its verdict, and, when no source backs it, the reason in plain words.
+A sentence is complete when the sentence splitter (``rag.citations.answer_spans``: punkt trained
+on English, never inside a quotation) sees the next sentence start after it, or when the text
+ends. Each time more sentences are complete, the complete part of the text is verified as a
+whole (the same call the final answer uses, with the same citation renumbering), so a sentence is
+shown in the form it will keep: its final numbers, its verdict, and, when no source backs it, the
+reason in plain words.
 
 Answer forms that are decided only on the whole text (a refusal, the extractive fallback, the
 paper named for "which paper", the quoted lines of a comparison) may still change what was
@@ -18,9 +19,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from rag.citations import MARKER, render_sentence, strip_citations
+from rag.citations import MARKER, answer_spans, render_sentence, strip_citations
 from rag.forms import short_title
-from rag.text import sentence_spans
 from rag.types import Answer, AnswerSentence, Citation, Source
 
 _LEADING_MARKERS = re.compile(r"^(?:\s*" + MARKER.pattern + r")+", re.IGNORECASE)
@@ -42,7 +42,7 @@ def completed_prefix(raw: str) -> int:
         body = line.rstrip("\r\n")
         bullet = _LIST_BULLET.match(body)
         skip = bullet.end() if bullet else 0
-        for a, b in sentence_spans(body[skip:]):
+        for a, b in answer_spans(body[skip:]):
             piece = body[skip + a : skip + b]
             lead = _LEADING_MARKERS.match(piece)
             start = lead.end() if lead else 0

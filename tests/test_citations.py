@@ -47,3 +47,16 @@ def test_render_places_markers_before_final_punctuation() -> None:
     assert render_sentence("It works", [1]) == "It works [1]"
     assert render_sentence("It works.", [], unsupported=True) == "It works [?]."
     assert strip_citations("It works [1][2] well [?].") == "It works well."
+
+
+def test_a_quoted_title_with_a_question_mark_is_one_sentence() -> None:
+    text = (
+        "The paper is \u201cWords are all you need? Language as an approximation\u201d [1]. "
+        "It is \"It's Morphin' Time! Combating Discrimination\" [2]. Is it? Yes [1]."
+    )
+    assert split_answer(text) == [
+        ("The paper is \u201cWords are all you need? Language as an approximation\u201d.", [1]),
+        ("It is \"It's Morphin' Time! Combating Discrimination\".", [2]),
+        ("Is it?", []),
+        ("Yes.", [1]),
+    ]

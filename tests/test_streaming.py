@@ -37,6 +37,8 @@ def events_of(index, reply: str, **config):  # type: ignore[no-untyped-def]
         ("Fig. 3 shows e.g. a dog.", ""),  # abbreviations do not end a sentence
         ("A dog [1].\n- B", "A dog [1].\n- "),
         ("A dog [1].\n", ""),
+        ("It is \u201cWords are all you need? Language", ""),  # a quoted title is not over at its "?"
+        ("It is \u201cAll you need? Words\u201d [1]. Next", "It is \u201cAll you need? Words\u201d [1]. "),
     ],
 )
 def test_a_sentence_is_complete_when_the_next_one_starts(raw: str, done: str) -> None:
