@@ -114,7 +114,10 @@ class RefusalPolicy:
 
 _SPLIT_NAME = re.compile(r"[-/]")
 # Second parts of a hyphenated word that describe the name before them rather than name anything.
-_DESCRIPTORS = frozenset("style like based level free specific aware wise driven scale type sized".split())
+_DESCRIPTORS = frozenset(
+    "style like based level free specific aware wise driven scale type sized related oriented centric inspired "
+    "guided dependent".split()
+)
 
 
 def absent_question_names(question: str, cited: Collection[str], papers: Mapping[str, Paper]) -> list[str]:

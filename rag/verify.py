@@ -240,8 +240,9 @@ _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|[-/]")
 
 def evidence_tokens(text: str) -> set[str]:
     """Normalised tokens of the evidence, their hyphen parts, and adjacent pairs joined
-    (so 'ResNet-50', 'ResNet 50' and 'ResNet50' all match)."""
-    raw = [t.strip("\"'()[]{}.,;:!?“”‘’") for t in _TOKEN.findall(plain(text))]
+    (so 'ResNet-50', 'ResNet 50' and 'ResNet50' all match); "@" separates tokens."""
+    # "IITR-CIOL@NLU" (a team at a workshop) is two names
+    raw = [t.strip("\"'()[]{}.,;:!?“”‘’") for t in _TOKEN.findall(plain(text).replace("@", " "))]
     tokens: set[str] = set()
     norms = [norm_name(t) for t in raw]
     for t, n in zip(raw, norms, strict=True):
