@@ -713,8 +713,7 @@ class Answerer:
         the topic, in absolute terms and relative to the best paper (a list's papers share one
         topic); and, unless it is nearly as close as the best, when it uses a fair share of the
         topic's rare words (idf-weighted: "lottery", "quantization"), which tells apart papers that
-        merely share the field. A paper both retrievers rank near the top needs less: a fair
-        relevance and one of the rare words."""
+        merely share the field."""
         if not retrieved:
             return ()
         topic = list_topic(question)
@@ -729,23 +728,18 @@ class Answerer:
         floor = max(cfg.list_min_relevance, best - cfg.list_margin)
         weights = self.topic_weights(topic)
         total = sum(weights.values())
-        kept, agreed = [], []
+        kept = []
         for r, rel in zip(retrieved, relevance, strict=True):
-            used = content_words(f"{papers[r.paper_id].title} {papers[r.paper_id].abstract}")
-            covered = sum(w for word, w in weights.items() if word in used)
-            if rel >= floor and (
-                not total  # the topic has rare words: the paper uses some, or a fair share unless nearly the best
-                or (
-                    covered and (rel >= best - cfg.list_strong_margin or covered >= cfg.list_min_topic_coverage * total)
-                )
-            ):
-                kept.append((rel, r))
+            if rel < floor:
                 continue
-            agreement = sum(1.0 / (cfg.rrf_k + rank) for rank in (r.dense_rank, r.bm25_rank) if rank is not None)
-            if agreement >= cfg.list_agreement and rel >= cfg.list_agreed_min_relevance and (covered or not total):
-                agreed.append((rel, r))  # both retrievers rank it near the top
-        if kept:  # agreement alone extends a list, it never makes one
-            kept.extend(agreed)
+            if total:  # the topic has rare words: the paper uses some, or a fair share unless nearly the best
+                used = content_words(f"{papers[r.paper_id].title} {papers[r.paper_id].abstract}")
+                covered = sum(w for word, w in weights.items() if word in used)
+                if not covered or (
+                    rel < best - cfg.list_strong_margin and covered < cfg.list_min_topic_coverage * total
+                ):
+                    continue
+            kept.append((rel, r))
         kept.sort(key=lambda pair: -pair[0])
         return tuple(r for _, r in kept[: cfg.list_max_papers])
 

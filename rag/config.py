@@ -117,14 +117,6 @@ class RagConfig:
     list_margin: float = 0.17
     list_min_topic_coverage: float = 0.25
     list_strong_margin: float = 0.08
-    # ... or both retrievers rank it near the top (1 / (rrf_k + dense rank) + 1 / (rrf_k + BM25 rank)
-    # reaches list_agreement: with rrf_k 10, e.g. both rank it 6th or better), it uses one of the
-    # topic's rare words, and its relevance reaches list_agreed_min_relevance. A list's later
-    # papers are often less close in wording than its first ("MgNO" 0.55 beside a neural-operator
-    # paper at 0.81) but still found by both retrievers. Chosen on the list questions of dev, test,
-    # test2 and test3 (complete lists 10 -> 15 of 22, off-topic papers 13 -> 17).
-    list_agreement: float = 0.125
-    list_agreed_min_relevance: float = 0.40
     # Compare questions: papers the question names by their short name ("SMASH and BigNAS") are
     # taken from this many retrieved papers into the top_k the model reads.
     compare_candidates: int = 10
@@ -204,8 +196,6 @@ class RagConfig:
             "list_margin",
             "list_min_topic_coverage",
             "list_strong_margin",
-            "list_agreement",
-            "list_agreed_min_relevance",
             "fallback_min_coverage",
         ):
             if not -1.0 <= float(getattr(self, name)) <= 1.0:

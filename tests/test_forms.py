@@ -369,28 +369,6 @@ def test_a_which_paper_answer_names_the_paper_by_its_whole_title() -> None:
     )
 
 
-def test_a_list_grows_by_papers_both_retrievers_rank_near_the_top(fake_index) -> None:  # type: ignore[no-untyped-def]
-    from rag.types import RetrievedPaper
-
-    ids = sorted(fake_index.papers)[:3]
-
-    def found(pid: str, dense: int | None, bm25: int | None) -> RetrievedPaper:
-        return RetrievedPaper(pid, fake_index.papers[pid].title, 0.1, 0.5, dense_rank=dense, bm25_rank=bm25)
-
-    retrieved = [found(ids[0], 1, 1), found(ids[1], 2, 3), found(ids[2], 2, None)]
-    question = "Which papers in the collection study neural networks?"
-    # only the closest paper is close enough on its own; the second is ranked 2nd and 3rd by the two
-    # retrievers (1/12 + 1/13 >= 0.125), the third by one retriever only
-    strict = {**CONFIG, "list_min_relevance": -1.0, "list_margin": 0.0, "list_agreed_min_relevance": -1.0}
-    answerer = Answerer(strict, index=fake_index, generator=FakeGenerator("unused"))
-    alone = answerer.list_papers(question, retrieved, answerer.config.replace(list_agreement=1.0))
-    assert len(alone) == 1
-    grown = answerer.list_papers(question, retrieved, answerer.config)
-    assert {r.paper_id for r in grown} == {alone[0].paper_id, ids[0], ids[1]}  # not ids[2], unless the closest
-    # agreement extends a list, it never makes one
-    assert answerer.list_papers(question, retrieved, answerer.config.replace(list_min_relevance=1.0)) == ()
-
-
 def test_a_list_quotes_what_a_paper_does_over_its_background() -> None:
     from rag.answer import list_quote
     from rag.types import EvidenceSentence
