@@ -125,20 +125,23 @@ _CONTRIBUTION = re.compile(r"\b(we|our|this (paper|work|study))\b", re.IGNORECAS
 _CONTRIBUTION_BONUS = 0.1
 
 
+def contribution_bonus(text: str) -> float:
+    """What a sentence in which the authors say what they do counts above the field's background."""
+    return _CONTRIBUTION_BONUS * bool(_CONTRIBUTION.search(text))
+
+
 def compare_quotes(texts: Sequence[str], scores: np.ndarray, k: int = 2) -> list[str]:
     """The ``k`` sentences of an abstract to quote in a comparison, in abstract order: the closest to
     what is compared, where a sentence in which the authors say what they do counts a little more
     than the field's background ("Few-shot classification aims to ..." compares nothing)."""
-    bonus = np.array([_CONTRIBUTION_BONUS * bool(_CONTRIBUTION.search(t)) for t in texts])
+    bonus = np.array([contribution_bonus(t) for t in texts])
     return [texts[i] for i in sorted(np.argsort(-(np.asarray(scores) + bonus))[:k])]
 
 
 def list_quote(sentences: Sequence[EvidenceSentence]) -> EvidenceSentence | None:
     """The sentence a list answer quotes for a paper: the closest to the topic, where a sentence in
     which the authors say what they do counts a little more than their field's background."""
-    return max(
-        sentences, key=lambda e: e.score + _CONTRIBUTION_BONUS * bool(_CONTRIBUTION.search(e.text)), default=None
-    )
+    return max(sentences, key=lambda e: e.score + contribution_bonus(e.text), default=None)
 
 
 _YES_NO = re.compile(r"^\s*(do|does|did|can|could|is|are|was|were|has|have|will|would|should)\b", re.IGNORECASE)

@@ -137,6 +137,7 @@ def absent_question_names(question: str, cited: Collection[str], papers: Mapping
     if not absent:
         return []
     out = []
+    used: set[str] | None = None  # the cited text's stemmed words, read once if needed
     for word in dict.fromkeys(t.strip("\"'()[]{}.,;:!?") for t in question.split()):
         if norm_name(word) not in absent:
             continue
@@ -144,7 +145,9 @@ def absent_question_names(question: str, cited: Collection[str], papers: Mapping
         named = [p for p in parts if p not in _DESCRIPTORS]  # "ResNet-style": the style is the asker's
         if len(parts) > 1 and named and all(name_found(p, tokens) for p in named):
             continue  # "long-tailed": "long" and "tailed" are both there
-        if re.fullmatch(r"[A-Z][a-z]+", word) and stem(word) in content_words(text):
-            continue  # a capitalised plain word is a name only loosely: "Text Supervised" / "text supervision"
+        if re.fullmatch(r"[A-Z][a-z]+", word):
+            used = content_words(text) if used is None else used
+            if stem(word) in used:
+                continue  # a capitalised plain word is a name only loosely: "Text Supervised" / "text supervision"
         out.append(word)
     return out
