@@ -25,12 +25,14 @@ DATA_DIR = Path(__file__).parent / "data"
 # test3: written the same way (from papers test2 left unused) once test2 had been read; the held-out
 # split for the work after it.
 # test4: written the same way (from papers no earlier split asks about) once test3 had been read.
+# test5: written the same way once test4 had been read.
 SPLITS: dict[str, Path] = {
     "dev": DATA_DIR / "dev.jsonl",
     "test": DATA_DIR / "test.jsonl",
     "test2": DATA_DIR / "test2.jsonl",
     "test3": DATA_DIR / "test3.jsonl",
     "test4": DATA_DIR / "test4.jsonl",
+    "test5": DATA_DIR / "test5.jsonl",
 }
 DEFAULT_GOLD = SPLITS["dev"]
 
@@ -79,7 +81,7 @@ def _strings(value: Any, field: str, where: str) -> tuple[str, ...]:
 
 
 def load_split(split: str, papers: Mapping[str, Paper]) -> list[GoldItem]:
-    """The bundled items of ``split`` ("dev", "test", "test2", "test3", "test4" or "all": every split in that order)."""
+    """The bundled items of ``split`` ("dev", "test", "test2" ... "test5" or "all": every split in that order)."""
     if split == "all":
         return [item for name in SPLITS for item in load_split(name, papers)]
     if split not in SPLITS:

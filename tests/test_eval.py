@@ -287,6 +287,7 @@ def test_bundled_test_split_is_complete_and_checked_against_the_abstracts() -> N
         ("test2", ("dev", "test"), 5),
         ("test3", ("dev", "test", "test2"), 4),
         ("test4", ("dev", "test", "test2", "test3"), 6),
+        ("test5", ("dev", "test", "test2", "test3", "test4"), 6),
     ],
 )
 def test_later_held_out_splits_are_checked_against_the_abstracts(
