@@ -29,7 +29,6 @@ from rag.errors import ConfigError, ContextOverflowError, LLMStreamError, RagErr
 from rag.evidence import CachedEmbedder, content_words, score_sentences, select_evidence
 from rag.filters import PaperFilter
 from rag.forms import compare_aspect, list_topic, name_noun_citations, question_form, short_title
-from rag.judge import ClaimJudge, ModelJudge
 from rag.llm import Generator, ReportsUsage, load_generator
 from rag.models import Embedder, load_embedder
 from rag.prompts import CANNOT_ANSWER, REWRITE_SYSTEM, REWRITE_TEMPLATE, answer_messages
@@ -333,11 +332,8 @@ class Answerer:
         index: RagIndex | None = None,
         embedder: Embedder | None = None,
         generator: Generator | None = None,
-        judge: ClaimJudge | None = None,
     ) -> None:
-        """``judge``: the second check of each claim (default: the answering model, ``ModelJudge``)."""
         self.config = get_config(config)
-        self._judge = judge
         self._embedder = embedder or (index.embedder if index is not None else None)
         self._index = index
         self._generator = generator
@@ -632,7 +628,7 @@ class Answerer:
             return
 
         t = time.perf_counter()
-        verified = self.verify(standalone, raw, sources, form, cfg, judged=True)
+        verified = self.verify(standalone, raw, sources, form, cfg)
         timings["verify"] = time.perf_counter() - t
         # A comparison names both compared papers (compose adds the one the model left out).
         named = {c.paper_id for c in verified.citations} | (
@@ -851,22 +847,12 @@ class Answerer:
                 logger.info("dropped an answer's last sentence, cut by the token limit: %r", out.text[len(finished) :])
                 out.text = finished
 
-    def verify(
-        self, question: str, raw: str, sources: Sequence[Source], form: str, cfg: RagConfig, *, judged: bool = False
-    ) -> Verified:
+    def verify(self, question: str, raw: str, sources: Sequence[Source], form: str, cfg: RagConfig) -> Verified:
         """Citations used as nouns get their paper's name, then every claim is checked against
-        the paper it cites; ``judged`` (the whole answer, once the model is free): the claims the
-        rules accept are put to the judge too (``cfg.judge_claims``)."""
+        the paper it cites."""
         titles = {s.n: s.title for s in sources}
         named = name_noun_citations(raw, titles, whole=form == "which-paper") if cfg.answer_forms else raw
-        judge = self.judge_for(cfg) if judged and cfg.judge_claims else None
-        return self.verifier(cfg).verify(named, sources, strict=cfg.strict, question=question, form=form, judge=judge)
-
-    def judge_for(self, cfg: RagConfig) -> ClaimJudge:
-        """The judge of claims: the one given, else the model that wrote the answer."""
-        if self._judge is not None:
-            return self._judge
-        return ModelJudge(self.generator_for(cfg), {pid: p.abstract for pid, p in self.index.papers.items()})
+        return self.verifier(cfg).verify(named, sources, strict=cfg.strict, question=question, form=form)
 
     def policy(self, cfg: RagConfig) -> RefusalPolicy:
         return RefusalPolicy(min_relevance=cfg.min_relevance, require_question_names=cfg.require_question_names)

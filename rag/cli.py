@@ -139,12 +139,6 @@ def _register_ask(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_llm_arguments(p)
     p.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default=None, help="retrieval mode (default hybrid)")
     p.add_argument("--strict", action="store_true", help="drop answer sentences that no source supports")
-    p.add_argument(
-        "--judge",
-        action="store_true",
-        help="also ask the model whether the cited abstract states each claim the checks accept "
-        "(about 4 s more per answer on 2 cores)",
-    )
     p.add_argument("--json", action="store_true", help="print the whole Answer as JSON (no streaming)")
     add_filter_arguments(p)
     p.add_argument(
@@ -173,7 +167,6 @@ def _run_ask(args: argparse.Namespace) -> int:
             retrieval_mode="mode",
             top_k="top_k",
             strict="strict",
-            judge_claims="judge",
         )
     )
     filters = search_filters(args)

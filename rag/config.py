@@ -139,10 +139,6 @@ class RagConfig:
     # ("... to train GraphGPT?" answered from a paper that does not mention GraphGPT): the
     # sentences may be true of their papers and still not answer the question.
     require_question_names: bool = True
-    # Also put each claim the rules accept to the answering model as a yes/no question (does the
-    # cited abstract state it? rag.judge) before it is shown as verified. Off by default: with
-    # the 1.5B model it caught 2 of 17 unsupported sentences for ~4 s more per answer (README).
-    judge_claims: bool = False
     # A sentence is supported by a source if its numbers and names occur in the source's
     # evidence and either its best sentence similarity or its content-word overlap is enough.
     support_min_similarity: float = 0.6

@@ -21,7 +21,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from rag.errors import ContextOverflowError, ModelError
 from rag.models import enforce_offline
-from rag.prompts import is_judge_request
 
 logger = logging.getLogger(__name__)
 
@@ -345,21 +344,12 @@ class LlamaCppGenerator:
 
 
 class FakeGenerator:
-    """Deterministic stand-in for tests: replies with ``reply(messages)`` word by word.
+    """Deterministic stand-in for tests: replies with ``reply(messages)`` word by word."""
 
-    Asked to judge a claim (``rag.prompts.judge_messages``), it replies ``verdict`` ("Yes." unless
-    told otherwise: every claim the rules accept stands) and records the request in ``judged``;
-    ``calls`` holds the other requests (answers, rewrites).
-    """
-
-    def __init__(
-        self, reply: str | Callable[[Sequence[Message]], str], name: str = "fake-llm", verdict: str = "Yes."
-    ) -> None:
+    def __init__(self, reply: str | Callable[[Sequence[Message]], str], name: str = "fake-llm") -> None:
         self.reply = reply
         self.name = name
-        self.verdict = verdict
         self.calls: list[list[Message]] = []
-        self.judged: list[list[Message]] = []
         self.lock = threading.Lock()  # as LlamaCppGenerator's, so tests meet the same threading
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
@@ -367,9 +357,8 @@ class FakeGenerator:
 
     def stream(self, messages: Sequence[Message], *, max_tokens: int) -> Iterator[str]:
         with self.lock:
-            judging = is_judge_request(messages)
-            (self.judged if judging else self.calls).append(list(messages))
-            text = self.verdict if judging else self.reply(messages) if callable(self.reply) else self.reply
+            self.calls.append(list(messages))
+            text = self.reply(messages) if callable(self.reply) else self.reply
             for i, piece in enumerate(re.findall(r"\S+\s*", text)):
                 if i >= max_tokens:
                     break

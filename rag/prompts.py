@@ -34,13 +34,6 @@ USER_TEMPLATE = (
 
 SOURCE_TEMPLATE = "[{n}] {title}\n{text}"
 
-# The judge of a claim (rag.judge): its own short system prompt and only the cited papers'
-# abstracts. Measured here: with the answer's system prompt and all its sources the 1.5B model
-# said "yes" to every claim (163 of 163 replayed, 19 of them unsupported by a reader's reading).
-JUDGE_SYSTEM = "You check whether a claim is stated by a paper abstract. Reply with one word: yes or no."
-JUDGE_SOURCE = 'Abstract of "{title}":\n{text}'
-JUDGE_TEMPLATE = "{abstracts}\n\nClaim: {claim}\n\nDoes {which} state this claim? Answer yes or no."
-
 # What the final answer says when the collection does not answer the question.
 CANNOT_ANSWER = "The collection does not answer this question."
 
@@ -69,18 +62,3 @@ def answer_messages(question: str, sources: Sequence[Source], form: str = "fact"
     if form in FORM_HINTS:
         user += "\n" + FORM_HINTS[form]
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
-
-
-def judge_messages(claim: str, abstracts: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
-    """The chat messages asking whether the (title, abstract) pairs state ``claim``."""
-    user = JUDGE_TEMPLATE.format(
-        abstracts="\n\n".join(JUDGE_SOURCE.format(title=t, text=a) for t, a in abstracts),
-        claim=claim,
-        which="the abstract" if len(abstracts) == 1 else "each abstract",
-    )
-    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
-
-
-def is_judge_request(messages: Sequence[dict[str, str]]) -> bool:
-    """Whether ``messages`` ask for a verdict on a claim (made by ``judge_messages``)."""
-    return bool(messages) and messages[0]["content"] == JUDGE_SYSTEM

@@ -21,7 +21,6 @@ from typing import Protocol
 
 from rag.citations import MARKER, answer_spans, render_sentence, strip_citations
 from rag.forms import short_title
-from rag.judge import REJECTED
 from rag.types import Answer, AnswerSentence, Citation, Source
 
 _LEADING_MARKERS = re.compile(r"^(?:\s*" + MARKER.pattern + r")+", re.IGNORECASE)
@@ -155,7 +154,6 @@ _MISSING_NUMBERS = re.compile(r"^\[(\d+)\] does not contain (.+)$")
 _MISSING_NAMES = re.compile(r"^\[(\d+)\] does not mention (.+)$")
 _NOT_BACKED = re.compile(r"^\[(\d+)\] does not back it")
 _NOT_A_SOURCE = re.compile(r"^\[(\d+)\] is not a source$")
-_JUDGED = re.compile(r"^\[(\d+)\](?: and \[\d+\])* " + re.escape(REJECTED) + "$")
 
 
 def _paper(n: str, sources: Mapping[int, Source]) -> str:
@@ -191,8 +189,6 @@ def reason_words(sentence: AnswerSentence, sources: Mapping[int, Source]) -> str
             reasons.append(f"{names} {verb} not named in {_paper(m.group(1), sources)}")
         elif m := _NOT_BACKED.match(issue):
             reasons.append(f"{_paper(m.group(1), sources)} does not back it")
-        elif m := _JUDGED.match(issue):
-            reasons.append(f"asked again, the model does not find it stated in {_paper(m.group(1), sources)}")
         elif m := _NOT_A_SOURCE.match(issue):
             reasons.append(f"it cites [{m.group(1)}], which is not one of the sources")
         elif issue.startswith("restates the question"):
@@ -227,11 +223,6 @@ def final_note(shown: Sequence[AnswerSentence], answer: Answer) -> str | None:
         parts.append("the paper it answers with is named first")
     if any(s.verdict == "quote" for s in added):
         parts.append("a quoted line is added for each compared paper the answer did not cite")
-    judged = [s for s in answer.sentences if any(i.endswith(REJECTED) for i in s.issues)]
-    if judged:
-        parts.append(
-            f"{len(judged)} sentence(s) the model, asked again, does not find in the cited paper are marked [?]"
-        )
     dropped = [s for s in removed if s.verdict == "no-answer"]
     if dropped:
         parts.append(f"{len(dropped)} sentence(s) that only restated the question were removed")

@@ -20,7 +20,6 @@ import numpy as np
 
 from rag.citations import render_sentence, renumber, split_answer
 from rag.evidence import STOPWORDS, CachedEmbedder, addresses_the_model, content_words, stem, words
-from rag.judge import REJECTED, ClaimJudge
 from rag.text import sentence_spans
 from rag.types import AnswerSentence, Citation, EvidenceSentence, Source
 
@@ -519,15 +518,13 @@ class Verifier:
         strict: bool = False,
         question: str = "",
         form: str = "fact",
-        judge: ClaimJudge | None = None,
     ) -> Verified:
         """Verify, repair and renumber the citations of a model's answer.
 
         Each claim is checked against the one paper it cites (a claim citing two papers must hold
         for each); a supporting paper the model forgot to cite is attached; a claim that only
         restates ``question`` is "no answer", never supported. ``form`` "which-paper": the
-        paper's title counts as an answer (it is what was asked). ``judge``: a claim the rules
-        accept must also be one the judge finds stated in the sources it keeps.
+        paper's title counts as an answer (it is what was asked).
         """
         by_n = {s.n: s for s in sources}
         question_words = content_words(question)
@@ -599,9 +596,6 @@ class Verifier:
             if not kept and not valid and sources:
                 best = max(checks.values(), key=lambda c: c.strength)
                 issues.append(best.reason())
-            if kept and judge is not None and not judge.holds(body, kept, sources):
-                issues.append(f"{' and '.join(f'[{n}]' for n in kept)} {REJECTED}")
-                kept, evidence_of, repaired = [], {}, False
             if kept and counting:
                 miscounted = self._counts_something_else(body, question, counting, counting_vector)
                 if miscounted:

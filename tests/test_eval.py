@@ -12,7 +12,6 @@ from eval.cli import evaluate, summary_table
 from eval.gold import GoldError, load_gold
 from rag.config import get_config
 from rag.llm import FakeGenerator, Message
-from rag.prompts import is_judge_request
 from rag.text import paper_id_for
 
 ECHO_ID = paper_id_for("Echo Chambers in Recommender Systems: A Simulation Study")
@@ -194,7 +193,7 @@ class Interrupting(FakeGenerator):
         self.after = after
 
     def stream(self, messages, *, max_tokens):  # type: ignore[no-untyped-def]
-        if len(self.calls) >= self.after and not is_judge_request(messages):
+        if len(self.calls) >= self.after:
             raise KeyboardInterrupt("simulated Ctrl-C")
         yield from super().stream(messages, max_tokens=max_tokens)
 

@@ -123,13 +123,10 @@ def test_model_and_n_ctx_overrides_are_honoured(
 ) -> None:
     index_dir, embedder = long_index
     loaded: list[tuple[str, int]] = []
-    shared: dict[tuple[str, int], FakeGenerator] = {}
 
     def load_generator(model: str, *, n_ctx: int = 2048, **_: object) -> FakeGenerator:
-        if (model, n_ctx) not in shared:  # as rag.llm.load_generator: loaded once per process
-            loaded.append((model, n_ctx))
-            shared[model, n_ctx] = _NamedFake(model, n_ctx)
-        return shared[model, n_ctx]
+        loaded.append((model, n_ctx))
+        return _NamedFake(model, n_ctx)
 
     monkeypatch.setattr(rag.answer, "load_generator", load_generator)
     own = _NamedFake("own-model", 2048)
