@@ -15,7 +15,7 @@ from typing import Any
 from rag.evidence import content_words, stem
 from rag.filters import PaperFilter
 from rag.types import AnswerSentence, Paper, RetrievedPaper
-from rag.verify import evidence_tokens, name_found, names_in, norm_name
+from rag.verify import COUNTS_ELSE, NO_COUNT, evidence_tokens, name_found, names_in, norm_name
 
 # Reason codes, stable for programs (the UI, the API, the eval).
 NO_RELEVANT_PAPER = "no-relevant-paper"
@@ -99,6 +99,11 @@ class RefusalPolicy:
             if any(s.verdict == "no-answer" for s in sentences):
                 return Decision(
                     True, NOTHING_VERIFIED, "the answer only restated the question; no sentence of it is supported"
+                )
+            count = next((i for s in sentences for i in s.issues if i.startswith((NO_COUNT, COUNTS_ELSE))), None)
+            if count is not None:  # true sentences, but none gives the count asked for: say so
+                return Decision(
+                    True, NOTHING_VERIFIED, f"the answer does not give the count the question asks for: {count}"
                 )
             return Decision(True, NOTHING_VERIFIED, "no sentence of the answer is supported by the sources")
         if self.require_question_names:

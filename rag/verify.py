@@ -85,6 +85,12 @@ _COUNT_WORDS = frozenset(
 )
 
 
+# How a sentence's issue begins when it does not answer "how many X" (its reason goes on to
+# name X, or what the sentence counts instead).
+NO_COUNT = "it does not say how many"
+COUNTS_ELSE = "it counts"
+
+
 def is_refusal(sentence: str) -> bool:
     """True for a sentence saying the sources do not answer (in any of the usual wordings)."""
     return bool(_REFUSAL.search(sentence))
@@ -508,7 +514,7 @@ class Verifier:
         sims = self.embedder.embed(nouns) @ counting_vector
         if float(np.max(sims)) >= MIN_COUNTED_SIMILARITY:
             return None
-        return f"it counts {nouns[0]}, not the {counting} the question asks about"
+        return f"{COUNTS_ELSE} {nouns[0]}, not the {counting} the question asks about"
 
     def verify(
         self,
@@ -618,7 +624,7 @@ class Verifier:
             # are fine once one sentence gives the count.
             for i, row in enumerate(rows):
                 if row[2] and i not in miscounts:
-                    miscounts[i] = f"it does not say how many {counting}"
+                    miscounts[i] = f"{NO_COUNT} {counting}"
             for i, reason in miscounts.items():
                 body, _, _, _, issues, _, _ = rows[i]
                 rows[i] = (body, [], False, False, [*issues, reason], {}, "unsupported")

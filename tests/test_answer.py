@@ -19,6 +19,7 @@ from rag.evidence import approx_tokens
 from rag.llm import FakeGenerator, Message
 from rag.prompts import CANNOT_ANSWER, REWRITE_SYSTEM
 from rag.retrieve import rrf_fuse
+from rag.streaming import reason_words
 
 OWL_Q = "How many thermal images of animals at night are in OwlSet?"
 OWL_FACT = "OwlSet has 12,000 thermal images of animals at night [1]."
@@ -103,6 +104,14 @@ def test_unsupported_answer_is_refused(fake_index) -> None:  # type: ignore[no-u
     ans = answerer(fake_index, invented, extractive_fallback=False).ask(OWL_Q)
     assert ans.refused and ans.refusal_reason == "no sentence of the answer is supported by the sources"
     assert ans.sentences and not ans.sentences[0].supported
+
+
+def test_a_how_many_answer_without_the_count_is_refused_saying_so(fake_index) -> None:  # type: ignore[no-untyped-def]
+    reply = "The thermal images of animals at night in OwlSet are annotated with boxes [1]."  # true, no count
+    ans = answerer(fake_index, reply, extractive_fallback=False).ask(OWL_Q)
+    why = "it does not say how many thermal images of animals at night"
+    assert ans.refused and ans.refusal_reason == f"the answer does not give the count the question asks for: {why}"
+    assert reason_words(ans.sentences[0], {s.n: s for s in ans.sources}) == why
 
 
 def test_extractive_fallback_quotes_the_sentence_that_answers(fake_index) -> None:  # type: ignore[no-untyped-def]
