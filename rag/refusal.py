@@ -15,7 +15,7 @@ from typing import Any
 from rag.evidence import content_words, stem
 from rag.filters import PaperFilter
 from rag.types import AnswerSentence, Paper, RetrievedPaper
-from rag.verify import COUNTS_ELSE, NO_COUNT, evidence_tokens, name_found, names_in, norm_name
+from rag.verify import COUNT_ISSUES, evidence_tokens, name_found, names_in, norm_name
 
 # Reason codes, stable for programs (the UI, the API, the eval).
 NO_RELEVANT_PAPER = "no-relevant-paper"
@@ -100,7 +100,7 @@ class RefusalPolicy:
                 return Decision(
                     True, NOTHING_VERIFIED, "the answer only restated the question; no sentence of it is supported"
                 )
-            count = next((i for s in sentences for i in s.issues if i.startswith((NO_COUNT, COUNTS_ELSE))), None)
+            count = next((i for s in sentences for i in s.issues if i.startswith(COUNT_ISSUES)), None)
             if count is not None:  # true sentences, but none gives the count asked for: say so
                 return Decision(
                     True, NOTHING_VERIFIED, f"the answer does not give the count the question asks for: {count}"

@@ -22,7 +22,7 @@ from typing import Protocol
 from rag.citations import MARKER, answer_spans, render_sentence, strip_citations
 from rag.forms import short_title
 from rag.types import Answer, AnswerSentence, Citation, Source
-from rag.verify import COUNTS_ELSE, NO_COUNT
+from rag.verify import COUNT_ISSUES
 
 _LEADING_MARKERS = re.compile(r"^(?:\s*" + MARKER.pattern + r")+", re.IGNORECASE)
 _LIST_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
@@ -192,7 +192,7 @@ def reason_words(sentence: AnswerSentence, sources: Mapping[int, Source]) -> str
             reasons.append(f"{_paper(m.group(1), sources)} does not back it")
         elif m := _NOT_A_SOURCE.match(issue):
             reasons.append(f"it cites [{m.group(1)}], which is not one of the sources")
-        elif issue.startswith((NO_COUNT, COUNTS_ELSE)):  # true of its paper, but not the count asked for
+        elif issue.startswith(COUNT_ISSUES):  # true of its paper, but not the count asked for
             reasons.append(issue)
         elif issue.startswith("restates the question"):
             reasons.append("restates the question")

@@ -89,6 +89,7 @@ _COUNT_WORDS = frozenset(
 # name X, or what the sentence counts instead).
 NO_COUNT = "it does not say how many"
 COUNTS_ELSE = "it counts"
+COUNT_ISSUES = (NO_COUNT, COUNTS_ELSE)  # for str.startswith
 
 
 def is_refusal(sentence: str) -> bool:
