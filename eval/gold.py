@@ -26,6 +26,7 @@ DATA_DIR = Path(__file__).parent / "data"
 # split for the work after it.
 # test4: written the same way (from papers no earlier split asks about) once test3 had been read.
 # test5: written the same way once test4 had been read.
+# test6: written the same way once test5 had been read.
 SPLITS: dict[str, Path] = {
     "dev": DATA_DIR / "dev.jsonl",
     "test": DATA_DIR / "test.jsonl",
@@ -33,6 +34,7 @@ SPLITS: dict[str, Path] = {
     "test3": DATA_DIR / "test3.jsonl",
     "test4": DATA_DIR / "test4.jsonl",
     "test5": DATA_DIR / "test5.jsonl",
+    "test6": DATA_DIR / "test6.jsonl",
 }
 DEFAULT_GOLD = SPLITS["dev"]
 
@@ -81,7 +83,7 @@ def _strings(value: Any, field: str, where: str) -> tuple[str, ...]:
 
 
 def load_split(split: str, papers: Mapping[str, Paper]) -> list[GoldItem]:
-    """The bundled items of ``split`` ("dev", "test", "test2" ... "test5" or "all": every split in that order)."""
+    """The bundled items of ``split`` ("dev", "test", "test2" ... "test6" or "all": every split in that order)."""
     if split == "all":
         return [item for name in SPLITS for item in load_split(name, papers)]
     if split not in SPLITS:

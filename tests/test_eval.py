@@ -282,16 +282,18 @@ def test_bundled_test_split_is_complete_and_checked_against_the_abstracts() -> N
 
 
 @pytest.mark.parametrize(
-    ("split", "earlier_splits", "lists"),
+    ("split", "earlier_splits", "lists", "compares"),
     [
-        ("test2", ("dev", "test"), 5),
-        ("test3", ("dev", "test", "test2"), 4),
-        ("test4", ("dev", "test", "test2", "test3"), 6),
-        ("test5", ("dev", "test", "test2", "test3", "test4"), 6),
+        ("test2", ("dev", "test"), 5, 6),
+        ("test3", ("dev", "test", "test2"), 4, 6),
+        ("test4", ("dev", "test", "test2", "test3"), 6, 6),
+        ("test5", ("dev", "test", "test2", "test3", "test4"), 6, 6),
+        # two of its writers chose the same topic (legal texts) and the same pair of papers; one of each was dropped
+        ("test6", ("dev", "test", "test2", "test3", "test4", "test5"), 5, 5),
     ],
 )
 def test_later_held_out_splits_are_checked_against_the_abstracts(
-    split: str, earlier_splits: tuple[str, ...], lists: int
+    split: str, earlier_splits: tuple[str, ...], lists: int, compares: int
 ) -> None:
     from eval.gold import load_split
     from eval.metrics import contains_token
@@ -309,7 +311,7 @@ def test_later_held_out_splits_are_checked_against_the_abstracts(
     counts: dict[str, int] = {}
     for item in test2:
         counts[item.type] = counts.get(item.type, 0) + 1
-    assert counts.get("list", 0) >= lists and counts.get("compare", 0) >= 6 and counts.get("unanswerable", 0) >= 9
+    assert counts.get("list", 0) >= lists and counts.get("compare", 0) >= compares and counts.get("unanswerable", 0) >= 9
     for item in test2:
         assert all(
             any(contains_token(by_id[g].title + " " + by_id[g].abstract, s) for g in item.gold_ids)
