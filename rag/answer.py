@@ -28,7 +28,7 @@ from rag.config import RagConfig, get_config
 from rag.errors import ConfigError, ContextOverflowError, LLMStreamError, RagError
 from rag.evidence import CachedEmbedder, content_words, score_sentences, select_evidence
 from rag.filters import PaperFilter
-from rag.forms import compare_aspect, list_topic, name_noun_citations, question_form, question_parts, short_title
+from rag.forms import compare_aspect, list_topic, name_noun_citations, question_form, short_title
 from rag.llm import Generator, ReportsUsage, load_generator
 from rag.models import Embedder, load_embedder
 from rag.prompts import CANNOT_ANSWER, REWRITE_SYSTEM, REWRITE_TEMPLATE, answer_messages
@@ -880,8 +880,6 @@ class Answerer:
             sentences, citations = renumbered(kept, citations)
         if form == "compare":
             sentences, citations = self.compose_compare(question, sentences, citations, sources)
-        if form == "fact":
-            sentences, citations = self.complete_parts(question, sentences, citations)
         if form == "which-paper":
             first = next((s for s in sentences if s.supported and s.citations), None)
             if first is not None:
@@ -894,51 +892,6 @@ class Answerer:
                     shown = render_sentence(body, (cited.n,))
                     sentences.insert(0, AnswerSentence(body, (cited.n,), True, shown=shown, verdict="system"))
         return tuple(sentences), tuple(citations)
-
-    def complete_parts(
-        self, question: str, sentences: list[AnswerSentence], citations: list[Citation]
-    ) -> tuple[list[AnswerSentence], list[Citation]]:
-        """A question that asks several things at once ("How does Detic expand ..., and what mAP
-        ...?") gets, for each part no verified sentence answers, the sentence of the answering
-        paper's abstract closest to that part, quoted: a 1.5B model often answers two parts of
-        three although the abstract it read held the third. A part is answered by a sentence that
-        holds half of the part's words or, for a part asking for a number, by one that gives a
-        number the quoted sentence would add."""
-        parts = question_parts(question)
-        answering = next((s for s in sentences if s.supported and s.citations), None)
-        if len(parts) < 2 or answering is None:
-            return sentences, citations
-        cited = next(c for c in citations if c.n == answering.citations[0])
-        abstract = self.index.papers[cited.paper_id].abstract
-        texts = [abstract[a:b] for a, b in sentence_spans(abstract)]
-        said = [s.text for s in sentences if s.supported]
-        said_numbers, said_words = numbers_in(" ".join(said)), content_words(" ".join(said))
-        asked_numbers = numbers_in(f"{question} {cited.title}")
-        quotes: list[str] = []
-        for part in parts:
-            scores = score_sentences(part, self.index.query_vector(part), texts, self.sentence_embedder)
-            if not len(scores):
-                continue
-            text = texts[int(np.argmax(scores))]
-            new_numbers = numbers_in(text) - asked_numbers
-            if _WANTS_NUMBER.search(part) and new_numbers:
-                answered = bool(new_numbers & said_numbers)
-            else:
-                words = content_words(part)
-                answered = not words or any(len(words & content_words(t)) >= 0.5 * len(words) for t in said)
-            words_of_text = content_words(text)
-            repeated = len(words_of_text - said_words) <= 0.4 * len(words_of_text)  # the model said it already
-            if not answered and not repeated and text not in quotes:
-                quotes.append(text)
-        if not quotes:
-            return sentences, citations
-        name = short_title(cited.title)
-        added = [
-            AnswerSentence(body, (cited.n,), True, shown=render_sentence(body, (cited.n,)), verdict="quote")
-            for body in (f"{name} also reports: \u201c{text}\u201d" for text in quotes)
-        ]
-        widened = replace(cited, evidence=(*cited.evidence, *quotes))
-        return sentences + added, [widened if c.n == cited.n else c for c in citations]
 
     def compose_compare(
         self, question: str, sentences: list[AnswerSentence], citations: list[Citation], sources: Sequence[Source]

@@ -148,18 +148,3 @@ def name_noun_citations(text: str, titles: Mapping[int, str], *, whole: bool = F
         out.append(match.group(0))
     out.append(text[last:])
     return "".join(out)
-
-
-_WH = r"(?:what|which|how|who|whom|whose|why|(?:in|on|to|for|from|with|at|by|against|into|of|up\s+to)\s+(?:what|which|how|whom))\b"
-_PART_BREAK = re.compile(rf"(?:\s*[,;:]\s*(?:and\s+)?|\s+and\s+)(?={_WH})", re.IGNORECASE)
-_ASKS = re.compile(rf"^\s*{_WH}", re.IGNORECASE)
-
-
-def question_parts(question: str) -> tuple[str, ...]:
-    """The sub-questions of a question that asks several things at once ("How does Detic expand
-    the vocabulary, and what mAP does it obtain on LVIS?" -> two parts); one part otherwise. A
-    lead without a question word ("For NeuRI: how much ..., and how many ...?", "When X was
-    done, what ...?") is context, not a part."""
-    pieces = [p.strip(" ,;:?") for p in _PART_BREAK.split(question)]
-    parts = tuple(p for p in pieces if p and _ASKS.match(p))
-    return parts if len(parts) >= 2 else (question,)

@@ -225,11 +225,7 @@ def final_note(shown: Sequence[AnswerSentence], answer: Answer) -> str | None:
     if any(s.verdict == "system" for s in added):
         parts.append("the paper it answers with is named first")
     if any(s.verdict == "quote" for s in added):
-        parts.append(
-            "a quoted line is added for each compared paper the answer did not cite"
-            if answer.form == "compare"
-            else "the abstract's sentence on each part of the question the answer left unsaid is quoted"
-        )
+        parts.append("a quoted line is added for each compared paper the answer did not cite")
     dropped = [s for s in removed if s.verdict == "no-answer"]
     if dropped:
         parts.append(f"{len(dropped)} sentence(s) that only restated the question were removed")

@@ -252,16 +252,3 @@ def test_warm_up_primes_the_model_with_the_system_prompt(fake_index) -> None:  #
     gen = FakeGenerator("x")
     Answerer(CONFIG, index=fake_index, generator=gen).warm_up()
     assert len(gen.calls) == 1 and gen.calls[0][0]["content"] == SYSTEM_PROMPT
-
-
-def test_a_part_of_the_question_the_answer_leaves_unsaid_is_quoted(fake_index) -> None:  # type: ignore[no-untyped-def]
-    question = "How many thermal images does OwlSet hold, and what mAP does Tiny Owl reach on it?"
-    ans = answerer(fake_index, OWL_FACT).ask(question)
-    assert not ans.refused and [s.verdict for s in ans.sentences] == ["supported", "quote"]
-    assert ans.sentences[1].text == "Tiny Owls also reports: \u201cTiny Owl reaches 61.3 mAP on OwlSet.\u201d"
-    assert ans.text.endswith("\u201cTiny Owl reaches 61.3 mAP on OwlSet.\u201d [1]")
-    assert ans.citations[0].evidence[-1] == "Tiny Owl reaches 61.3 mAP on OwlSet."
-    # Both parts said: nothing is added; nor to a question that asks one thing.
-    both = answerer(fake_index, OWL_FACT + " Tiny Owl reaches 61.3 mAP on OwlSet [1].").ask(question)
-    assert [s.verdict for s in both.sentences] == ["supported", "supported"]
-    assert [s.verdict for s in answerer(fake_index, OWL_FACT).ask(OWL_Q).sentences] == ["supported"]

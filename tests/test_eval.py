@@ -311,9 +311,7 @@ def test_later_held_out_splits_are_checked_against_the_abstracts(
     counts: dict[str, int] = {}
     for item in test2:
         counts[item.type] = counts.get(item.type, 0) + 1
-    assert (
-        counts.get("list", 0) >= lists and counts.get("compare", 0) >= compares and counts.get("unanswerable", 0) >= 9
-    )
+    assert counts.get("list", 0) >= lists and counts.get("compare", 0) >= compares and counts.get("unanswerable", 0) >= 9
     for item in test2:
         assert all(
             any(contains_token(by_id[g].title + " " + by_id[g].abstract, s) for g in item.gold_ids)

@@ -10,7 +10,7 @@ import pytest
 
 from rag.answer import Answerer
 from rag.evidence import CachedEmbedder
-from rag.forms import compare_aspect, list_topic, name_noun_citations, question_form, question_parts, short_title
+from rag.forms import compare_aspect, list_topic, name_noun_citations, question_form, short_title
 from rag.llm import FakeGenerator
 from rag.models import HashEmbedder
 from rag.refusal import (
@@ -44,32 +44,6 @@ CONFIG = {"min_relevance": 0.05, "top_k": 3}
 )
 def test_question_forms(question: str, form: str) -> None:
     assert question_form(question) == form
-
-
-@pytest.mark.parametrize(
-    ("question", "parts"),
-    [
-        (
-            "How does Detic expand the vocabulary of detectors, and what mAP does it obtain on LVIS?",
-            ("How does Detic expand the vocabulary of detectors", "what mAP does it obtain on LVIS"),
-        ),
-        (
-            "For NeuRI: by how much does it improve coverage, and how many bugs did it find?",
-            ("by how much does it improve coverage", "how many bugs did it find"),
-        ),
-        (
-            "When fresh test sets were rebuilt for two benchmarks, how large were the accuracy drops?",
-            ("When fresh test sets were rebuilt for two benchmarks, how large were the accuracy drops?",),
-        ),
-        (
-            "Which detector runs on a laptop CPU and at what frame rate?",
-            ("Which detector runs on a laptop CPU", "at what frame rate"),
-        ),
-        ("What does OwlSet contain?", ("What does OwlSet contain?",)),
-    ],
-)
-def test_question_parts(question: str, parts: tuple[str, ...]) -> None:
-    assert question_parts(question) == parts
 
 
 def test_short_titles() -> None:
