@@ -58,12 +58,15 @@ def strip_citations(text: str) -> str:
 def answer_spans(line: str) -> list[tuple[int, int]]:
     """Sentence spans of one line of an answer, none ending inside a quotation: a title quoted
     whole ("The paper is “Words are all you need? Language as ...” [1].") is one sentence, not
-    two pieces."""
+    two pieces; nor before a lower-case word: a title's "?" or "!" ("When to Pre-Train Graph
+    Neural Networks? From Data Generation Perspective! studies ...") ends no sentence, and the
+    verb after it is no sentence of its own."""
     out: list[tuple[int, int]] = []
     for a, b in sentence_spans(line):
         if out:
             piece = line[out[-1][0] : out[-1][1]]
-            if piece.count("\u201c") > piece.count("\u201d") or piece.count('"') % 2:
+            opens_lower = bool(re.match(r"[a-z]", strip_citations(line[a:b])))
+            if piece.count("\u201c") > piece.count("\u201d") or piece.count('"') % 2 or opens_lower:
                 out[-1] = (out[-1][0], b)
                 continue
         out.append((a, b))

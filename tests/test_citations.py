@@ -60,3 +60,20 @@ def test_a_quoted_title_with_a_question_mark_is_one_sentence() -> None:
         ("Is it?", []),
         ("Yes.", [1]),
     ]
+
+
+def test_a_sentence_never_starts_with_a_lower_case_word() -> None:
+    # An unquoted title's "?" ends no sentence: the verb after it is no fragment of its own.
+    raw = (
+        "Can We Scale Transformers to Predict Parameters of Diverse ImageNet Models? trains a single network "
+        "that predicts parameters [1]. It also speeds up training [1]."
+    )
+    assert split_answer(raw) == [
+        (
+            "Can We Scale Transformers to Predict Parameters of Diverse ImageNet Models? trains a single network "
+            "that predicts parameters.",
+            [1],
+        ),
+        ("It also speeds up training.", [1]),
+    ]
+    assert [s for s, _ in split_answer("It works. Then it stops.")] == ["It works.", "Then it stops."]
