@@ -15,7 +15,7 @@ from typing import Any
 from rag.evidence import content_words, stem
 from rag.filters import PaperFilter
 from rag.types import AnswerSentence, Paper, RetrievedPaper
-from rag.verify import COUNT_ISSUES, evidence_tokens, name_found, names_in, norm_name
+from rag.verify import COUNT_ISSUES, DESCRIPTORS, evidence_tokens, name_found, names_in, norm_name
 
 # Reason codes, stable for programs (the UI, the API, the eval).
 NO_RELEVANT_PAPER = "no-relevant-paper"
@@ -118,11 +118,6 @@ class RefusalPolicy:
 
 
 _SPLIT_NAME = re.compile(r"[-/]")
-# Second parts of a hyphenated word that describe the name before them rather than name anything.
-_DESCRIPTORS = frozenset(
-    "style like based level free specific aware wise driven scale type sized related oriented centric inspired "
-    "guided dependent".split()
-)
 
 
 def absent_question_names(question: str, cited: Collection[str], papers: Mapping[str, Paper]) -> list[str]:
@@ -147,7 +142,7 @@ def absent_question_names(question: str, cited: Collection[str], papers: Mapping
         if norm_name(word) not in absent:
             continue
         parts = [norm_name(p) for p in _SPLIT_NAME.split(word) if norm_name(p)]
-        named = [p for p in parts if p not in _DESCRIPTORS]  # "ResNet-style": the style is the asker's
+        named = [p for p in parts if p not in DESCRIPTORS]  # "ResNet-style": the style is the asker's
         if len(parts) > 1 and named and all(name_found(p, tokens) for p in named):
             continue  # "long-tailed": "long" and "tailed" are both there
         if re.fullmatch(r"[A-Z][a-z]+", word):

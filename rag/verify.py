@@ -61,7 +61,7 @@ _META_WORDS = frozenset(
 # Verbs that point at where something is said ("is described in", "SeiT++ presents").
 _POINTER = re.compile(
     r"\b(?:(?:described|discussed|presented|introduced|addressed|mentioned|explored|covered|detailed|outlined|"
-    r"proposed)\s+(?:in|by)\b|(?:describes|discusses|presents|introduces|addresses|mentions|explores|covers|"
+    r"proposed|explained|shown|reported|studied|investigated|examined|demonstrated|found|stated|highlighted)\s+(?:in|by)\b|(?:describes|discusses|presents|introduces|addresses|mentions|explores|covers|"
     r"proposes)\s+(?:the|this|that|such|an?)\s+(?:approach|method|technique|strategy|idea|framework|solution)\b)",
     re.IGNORECASE,
 )
@@ -106,6 +106,15 @@ def plain(text: str) -> str:
     """LaTeX leftovers of abstracts written as the claims write them: "75\\%" -> "75%",
     "300\\times 300" / "300times 300" / "300×300" -> "300x300", "3times" / "3×" -> "3x"."""
     return _TIMES_FACTOR.sub(r"\1x", _LATEX_TIMES.sub(r"\1x\2", text.replace("\\%", "%")))
+
+
+_GLUED_NUMBER = re.compile(r"(?<=[a-z]{2})(?=\d)")
+
+
+def evidence_numbers(text: str) -> set[float]:
+    """The numbers an abstract states, also where a typo glued one to the word before it
+    ("models (22M to1.5B)" states 1.5B)."""
+    return numbers_in(text) | numbers_in(_GLUED_NUMBER.sub(" ", text))
 
 
 def numbers_in(text: str) -> set[float]:
@@ -217,13 +226,26 @@ def norm_name(token: str) -> str:
     return re.sub(r"[^0-9a-z]", "", token.lower())
 
 
+# Second parts of a hyphenated word that describe the name before them rather than name anything.
+DESCRIPTORS = frozenset(
+    "style like based level free specific aware wise driven scale type sized related oriented centric inspired "
+    "guided dependent".split()
+)
+_DESCRIBED = re.compile(r"^(.+?)(?:-(?:" + "|".join(sorted(DESCRIPTORS)) + r"))+$", re.IGNORECASE)
+
+
 def names_in(sentence: str) -> set[str]:
     """Names a claim depends on: acronyms, CamelCase, letter-digit tokens, capitalised words
-    not at the start of the sentence. Returned normalised (lower case, letters and digits)."""
+    not at the start of the sentence. Returned normalised (lower case, letters and digits); a
+    name with a describing suffix is the name ("SimCLRv2-based", "SegNet-like": "simclrv2",
+    "segnet"), since the suffix is the writer's word, not the paper's."""
     out: set[str] = set()
     starts = True  # at the start of a sentence, where any word is capitalised
     for raw in _TOKEN.findall(sentence):
         token = raw.strip("\"'()[]{}.,;:!?“”‘’")
+        described = _DESCRIBED.match(token)
+        if described:
+            token = described.group(1)
         at_start = starts
         if any(c.isalpha() for c in raw):  # emoji and numbers do not start the sentence
             starts = False
@@ -412,7 +434,7 @@ class Verifier:
         evidence = " ".join(texts)
         claim_numbers = numbers_in(claim)
         claim_words = {w for w in content_words(claim) if not w[0].isdigit() and w not in _SCALE}
-        missing = claim_numbers - numbers_in(evidence)
+        missing = claim_numbers - evidence_numbers(evidence)
         # A number must also stand in the same context: "2 billion parameters" is not backed by
         # "a 2 billion example dataset". The context is the sentence holding the number plus its
         # paper's title, which names the topic a sentence leaves implicit ("ResNet achieves
@@ -423,7 +445,9 @@ class Verifier:
         for value, context in number_contexts(claim).items():
             if value in missing or not context:
                 continue
-            holders = [(content_words(t), content_words(title)) for t, title in holders_of if value in numbers_in(t)]
+            holders = [
+                (content_words(t), content_words(title)) for t, title in holders_of if value in evidence_numbers(t)
+            ]
             # ... or the sentence holding it (without its title) says most of what the claim says,
             # leaving the noun implicit ("train a ResNet-50 to 75% in 20 mins" backs "75%
             # accuracy ... 20 minutes").

@@ -271,3 +271,31 @@ def test_the_count_check_leaves_the_other_parts_of_a_question_alone(verifier: Ve
     question = "How many article-summary pairs does the dataset hold, and how much smaller is urT5 than mT5?"
     v = verifier.verify("The adapted urT5 model is 44.78% smaller than mT5 [1].", [urdu], question=question)
     assert v.sentences[0].supported, v.sentences[0].issues
+
+
+def test_a_name_with_a_describing_suffix_is_the_name(verifier: Verifier) -> None:
+    # "SimCLRv2-based", "SegNet-like": the suffix is the writer's word; the paper says "SimCLRv2".
+    assert names_in("The SimCLRv2-based procedure trains a SegNet-like autoencoder.") == {"simclrv2", "segnet"}
+    sources = [
+        source(
+            1,
+            "Big Self-Supervised Models are Strong Semi-Supervised Learners",
+            "The proposed semi-supervised learning algorithm, SimCLRv2, achieves 73.9% ImageNet top-1 accuracy "
+            "with a ResNet-50 using only 1% of the labels.",
+        )
+    ]
+    claim = "The SimCLRv2-based procedure reaches 73.9% ImageNet top-1 accuracy with a ResNet-50 using 1% of the labels [1]."
+    assert verifier.verify(claim, sources).sentences[0].supported
+    # the head of the name must still be there
+    other = "The MoCo-based procedure reaches 73.9% ImageNet top-1 accuracy with a ResNet-50 using 1% of the labels [1]."
+    assert not verifier.verify(other, sources).sentences[0].supported
+
+
+def test_a_number_glued_to_the_word_before_it_in_the_abstract_is_still_stated(verifier: Verifier) -> None:
+    from rag.verify import evidence_numbers
+
+    assert 1.5 in evidence_numbers("models (22M to1.5B) demonstrate") and 1.5 not in numbers_in("to1.5B")
+    sources = [source(1, "Emergent Mixture-of-Experts", "Experiments (we tune 1785 models) on models (22M to1.5B) show gains.")]
+    v = verifier.verify("They tune 1785 models from 22M to 1.5B [1].", sources)
+    assert v.sentences[0].supported
+    assert not verifier.verify("They tune 1785 models from 22M to 2.5B [1].", sources).sentences[0].supported
