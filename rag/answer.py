@@ -144,6 +144,11 @@ def list_quote(sentences: Sequence[EvidenceSentence]) -> EvidenceSentence | None
     return max(sentences, key=lambda e: e.score + contribution_bonus(e.text), default=None)
 
 
+# A yes/no question whose answer only restated it while pointing at a paper: that paper's sentence
+# closest to the question may answer it though it shares few of its words (a paraphrased
+# question shares few by design: "lower-order input statistics" for "simple summary properties").
+_POINTED_SCORE_SLACK = 0.25
+_POINTED_COVERAGE_SHARE = 0.125
 _YES_NO = re.compile(r"^\s*(do|does|did|can|could|is|are|was|were|has|have|will|would|should)\b", re.IGNORECASE)
 
 
@@ -968,7 +973,7 @@ class Answerer:
         best: tuple[float, Source, str] | None = None
         for src in sources:
             min_score, min_coverage = (
-                (cfg.fallback_min_score - 0.2, cfg.fallback_min_coverage / 2)
+                (cfg.fallback_min_score - _POINTED_SCORE_SLACK, cfg.fallback_min_coverage * _POINTED_COVERAGE_SHARE)
                 if src.n in pointed
                 else (cfg.fallback_min_score, cfg.fallback_min_coverage)
             )

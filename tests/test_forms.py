@@ -127,6 +127,9 @@ def test_a_restatement_of_the_question_is_no_answer(verifier: Verifier) -> None:
     assert pointer.sentences[0].verdict == "no-answer"  # where it is said is not what is said
     said = verifier.verify("Tiny Owls presents this approach [1].", [OWL], question=question)
     assert said.sentences[0].verdict == "no-answer"
+    for verb in ("explained", "shown", "reported", "studied"):
+        where = verifier.verify(f"This is {verb} in \u201c{OWL.title}\u201d [1].", [OWL], question=question)
+        assert where.sentences[0].verdict == "no-answer", verb
     real = verifier.verify("They are annotated with boxes [1].", [OWL], question=question)
     assert real.sentences[0].supported and real.sentences[0].verdict == "supported"
 

@@ -46,3 +46,26 @@ def test_packaged_model_path_exists() -> None:
 
     assert (resolve_embedder_path("all-MiniLM-L6-v2") / "model.safetensors").is_file()
     assert Path(BUNDLED_CORPUS).is_dir()
+
+
+def test_a_yes_no_answer_that_only_points_at_a_paper_gets_its_closest_sentence(real_index) -> None:  # type: ignore[no-untyped-def]
+    """A paraphrased yes/no question shares few words with the abstract that answers it; when the
+    model only restates it and points at a paper (what the 1.5B model wrote on a held-out split),
+    that paper's sentence closest to the question is quoted instead of a refusal."""
+    from rag.answer import Answerer
+    from rag.llm import FakeGenerator
+
+    question = (
+        "Do deep nets trained with plain minibatch gradient updates first tell classes apart using simple summary "
+        "properties of their inputs, such as the average and the spread, before making use of more intricate properties?"
+    )
+    reply = (
+        "Yes, deep nets trained with plain minibatch gradient updates first tell classes apart using simple summary "
+        "properties of their inputs, such as the average and the spread, before making use of more intricate "
+        "properties. This is explained in [1]."
+    )
+    answer = Answerer(index=real_index, generator=FakeGenerator(reply)).ask(question)
+    assert not answer.refused, answer.refusal_reason
+    assert answer.sentences[0].verdict == "quote" and "higher-order" in answer.text
+    assert answer.citations[0].title == "Neural networks trained with SGD learn distributions of increasing complexity"
+    assert "This is explained in" not in answer.text  # the pointer is no answer
