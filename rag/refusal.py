@@ -15,7 +15,7 @@ from typing import Any
 from rag.evidence import content_words, stem
 from rag.filters import PaperFilter
 from rag.types import AnswerSentence, Paper, RetrievedPaper
-from rag.verify import COUNT_ISSUES, DESCRIPTORS, evidence_tokens, name_found, names_in, norm_name
+from rag.verify import COUNT_ISSUES, DESCRIPTORS, evidence_tokens, name_found, names_in, norm_name, undescribed
 
 # Reason codes, stable for programs (the UI, the API, the eval).
 NO_RELEVANT_PAPER = "no-relevant-paper"
@@ -139,7 +139,7 @@ def absent_question_names(question: str, cited: Collection[str], papers: Mapping
     out = []
     used: set[str] | None = None  # the cited text's stemmed words, read once if needed
     for word in dict.fromkeys(t.strip("\"'()[]{}.,;:!?") for t in question.split()):
-        if norm_name(word) not in absent:
+        if norm_name(undescribed(word)) not in absent:
             continue
         parts = [norm_name(p) for p in _SPLIT_NAME.split(word) if norm_name(p)]
         named = [p for p in parts if p not in DESCRIPTORS]  # "ResNet-style": the style is the asker's

@@ -234,6 +234,12 @@ DESCRIPTORS = frozenset(
 _DESCRIBED = re.compile(r"^(.+?)(?:-(?:" + "|".join(sorted(DESCRIPTORS)) + r"))+$", re.IGNORECASE)
 
 
+def undescribed(token: str) -> str:
+    """``token`` without a describing suffix: "SimCLRv2-based" -> "SimCLRv2"."""
+    described = _DESCRIBED.match(token)
+    return described.group(1) if described else token
+
+
 def names_in(sentence: str) -> set[str]:
     """Names a claim depends on: acronyms, CamelCase, letter-digit tokens, capitalised words
     not at the start of the sentence. Returned normalised (lower case, letters and digits); a
@@ -242,10 +248,7 @@ def names_in(sentence: str) -> set[str]:
     out: set[str] = set()
     starts = True  # at the start of a sentence, where any word is capitalised
     for raw in _TOKEN.findall(sentence):
-        token = raw.strip("\"'()[]{}.,;:!?“”‘’")
-        described = _DESCRIBED.match(token)
-        if described:
-            token = described.group(1)
+        token = undescribed(raw.strip("\"'()[]{}.,;:!?“”‘’"))
         at_start = starts
         if any(c.isalpha() for c in raw):  # emoji and numbers do not start the sentence
             starts = False
