@@ -113,8 +113,9 @@ _GLUED_NUMBER = re.compile(r"(?<=[a-z]{2})(?=\d)")
 
 def evidence_numbers(text: str) -> set[float]:
     """The numbers an abstract states, also where a typo glued one to the word before it
-    ("models (22M to1.5B)" states 1.5B)."""
-    return numbers_in(text) | numbers_in(_GLUED_NUMBER.sub(" ", text))
+    ("models (22M to1.5B)" states 1.5B). One pass: the space goes only where no number starts
+    (a letter before a digit), so every number ``numbers_in(text)`` finds is still found."""
+    return numbers_in(_GLUED_NUMBER.sub(" ", text))
 
 
 def numbers_in(text: str) -> set[float]:
