@@ -15,6 +15,7 @@ from typing import Any
 
 from eval.gold import SPLITS, GoldItem, load_gold, load_split
 from eval.judgments import DEFAULT_JUDGMENTS, load_judgments, unjudged
+from eval.replay import compare, load_stored, stored_for, summary_line
 from eval.report import (
     ANSWER_METRICS,
     LATENCY_METRICS,
@@ -27,6 +28,7 @@ from eval.report import (
 from eval.runner import BUILTIN_CONFIGS, resolve_configs, run_config
 from rag.cli import add_index_argument, add_llm_arguments, config_from_args
 from rag.config import RagConfig
+from rag.errors import ConfigError
 from rag.llm import KNOWN_MODELS, Generator
 from rag.models import Embedder, load_embedder
 from rag.store import open_index
@@ -59,6 +61,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", type=Path, default=None, help="output directory (default: eval/reports/<date>)")
     p.add_argument("--retrieval-only", action="store_true", help="retrieval metrics only, no language model (seconds)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    p.add_argument(
+        "--replay",
+        type=Path,
+        action="append",
+        default=None,
+        metavar="ANSWERS",
+        help="answer again with the current code but the model replies stored in a previous run's "
+        "answers.jsonl (repeatable; no model runs, seconds per split): measures verifier and answer-form "
+        "changes; writes replay.jsonl with every changed answer",
+    )
     add_llm_arguments(p)
     add_index_argument(p)
     p.set_defaults(func=run)
@@ -116,9 +128,16 @@ def evaluate(
     embedder: Embedder | None = None,
     generator_for: Callable[[RagConfig], Generator] | None = None,
     progress: bool = True,
+    replay: Sequence[Path] = (),
 ) -> dict[str, Any]:
-    """Run every configuration over a gold file (or a bundled split) and write the report."""
+    """Run every configuration over a gold file (or a bundled split) and write the report.
+
+    ``replay``: answers.jsonl files of earlier runs whose model replies are used instead of a model.
+    """
     configs = resolve_configs(config_specs)
+    if replay and retrieval_only:
+        raise ConfigError("--replay replays answers; it cannot be combined with --retrieval-only")
+    stored = load_stored(replay) if replay else None
     index = open_index(base.index_dir, embedder or load_embedder(base.embed_model, batch_size=base.embed_batch_size))
     items: list[GoldItem] = load_gold(gold, index.papers) if gold is not None else load_split(split, index.papers)
     if limit is not None:  # the first N of each split
@@ -130,7 +149,9 @@ def evaluate(
     splits = list(dict.fromkeys(i.split for i in items))
     runs: dict[str, dict[str, Any]] = {}
     records: dict[str, list[dict[str, Any]]] = {}
+    replayed: dict[str, dict[str, Any]] = {}
     for config in configs:
+        stored_answers = stored_for(stored, config.name, items) if stored is not None else None
         result = run_config(
             config,
             items,
@@ -140,8 +161,11 @@ def evaluate(
             retrieval_only=retrieval_only,
             generator_for=generator_for,
             progress=progress,
+            replay=stored_answers,
         )
         records[config.name] = result.records
+        if stored_answers is not None:
+            replayed[config.name] = compare(config.name, result.records, stored_answers)
         runs[config.name] = {
             "description": config.description,
             "pipeline": config.pipeline,
@@ -183,7 +207,16 @@ def evaluate(
         "retrieval_only": retrieval_only,
         "machine": machine(),
     }
+    if stored is not None:
+        meta["replay"] = ", ".join(f"`{relative(p)}`" for p in replay)
+        meta["replay_counts"] = {name: r["counts"] for name, r in replayed.items()}
     paths = write_report(out_dir, runs, meta, records)
+    if stored is not None:
+        paths["replay.jsonl"] = out_dir / "replay.jsonl"
+        with paths["replay.jsonl"].open("w", encoding="utf-8") as fh:
+            for r in replayed.values():
+                for change in r["changes"]:
+                    fh.write(json.dumps(change, ensure_ascii=False) + "\n")
     if not retrieval_only:
         todo = unjudged(records, pool, index.papers)
         paths["unjudged.jsonl"] = out_dir / "unjudged.jsonl"
@@ -192,6 +225,14 @@ def evaluate(
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         meta["unjudged"] = len(todo)
     return {"meta": meta, "runs": runs, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def replayable_configs(paths: Sequence[Path]) -> list[str]:
+    """The built-in configurations whose answers the files store (a replay's default)."""
+    stored = [name for name in load_stored(paths) if name in BUILTIN_CONFIGS]
+    if not stored:
+        raise ConfigError(f"{', '.join(map(str, paths))}: no answers of a built-in configuration; name one with --config")
+    return stored
 
 
 def summary_table(runs: dict[str, dict[str, Any]]) -> str:
@@ -207,18 +248,22 @@ def summary_table(runs: dict[str, dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     base = config_from_args(args, index_dir="index", model="model", llm_url="llm_url")
-    out = args.out or Path("eval") / "reports" / date.today().isoformat()
+    # A replay's report never overwrites a real run's report of the same day.
+    out = args.out or Path("eval") / "reports" / (date.today().isoformat() + ("-replay" if args.replay else ""))
     result = evaluate(
         args.gold,
-        args.config or list(DEFAULT_CONFIGS),
+        args.config or (replayable_configs(args.replay) if args.replay else list(DEFAULT_CONFIGS)),
         out,
         base=base,
         split=args.split,
         judgments=args.judgments,
         retrieval_only=args.retrieval_only,
         limit=args.limit,
+        replay=args.replay or (),
     )
     print(summary_table(result["runs"]))
+    for name, counts in result["meta"].get("replay_counts", {}).items():
+        print(summary_line(name, counts))
     for name, run_ in result["runs"].items():
         print(f"{name}: {run_['computed']} computed, {run_['cached']} from cache")
     if result["meta"].get("unjudged"):

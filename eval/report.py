@@ -217,6 +217,12 @@ def write_report(
             f"Judgments: `{meta['judgments']}` ({meta.get('judgments_count', 0)} labels written by reading the cited "
             "abstracts, never by the product's code); sentences still without one are listed in `unjudged.jsonl`."
         )
+    if meta.get("replay"):
+        lines.append(
+            f"Replay: the model's replies are the ones stored in {meta['replay']}, answered again with the "
+            "current code (no model ran, so latency and token counts are not measured); every changed "
+            "answer is in `replay.jsonl`."
+        )
     lines.append("")
     for n in names:
         lines.append(

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from eval.gold import GoldItem
 from eval.metrics import answer_f1, must_include
+from eval.replay import ReplayGenerator, StoredAnswer, replayed_record
 from rag.answer import Answerer
 from rag.citations import render_sentence, split_answer
 from rag.config import RagConfig
@@ -305,12 +306,24 @@ def run_config(
     retrieval_only: bool = False,
     generator_for: Callable[[RagConfig], Generator] | None = None,
     progress: bool = True,
+    replay: Mapping[str, StoredAnswer] | None = None,
 ) -> ConfigRun:
-    """Run one configuration over the gold items, reusing cached per-question results."""
+    """Run one configuration over the gold items, reusing cached per-question results.
+
+    ``replay``: stored answers by question id; the model's replies are taken from them instead of
+    a model (see ``eval.replay``). A replay is never cached: it takes seconds, and a cached one
+    would hide the very code change it is run to measure.
+    """
     cfg = base.replace(**config.overrides)
     key = config_key(cfg, index.manifest, config.pipeline)
     cache = out_dir / "cache" / f"{config.name}-{key}{'-retrieval' if retrieval_only else ''}"
-    cache.mkdir(parents=True, exist_ok=True)
+    if replay is not None:
+        replayer = ReplayGenerator({s.question: s.raw_text for s in replay.values()})
+
+        def generator_for(_cfg: RagConfig) -> Generator:
+            return replayer
+    else:
+        cache.mkdir(parents=True, exist_ok=True)
     retriever = Retriever(index, candidates=cfg.candidates, rrf_k=cfg.rrf_k)
     retriever.search("warm-up", 1, cfg.retrieval_mode)  # builds BM25 outside the timings
     answerer: Any = None
@@ -320,7 +333,7 @@ def run_config(
     bar = tqdm(items, desc=config.name, unit="q", disable=not (progress and sys.stderr.isatty()))
     for item in bar:
         path = cache / f"{hashlib.sha1(item.id.encode()).hexdigest()[:16]}.json"
-        if path.is_file():
+        if replay is None and path.is_file():
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
                 if record.get("question") == item.question and record.get("id") == item.id:
@@ -342,6 +355,10 @@ def run_config(
             answer = answerer.ask(item.question)
         verified = config.verified and cfg.verify
         record = question_record(item, ranking, retrieval_s, answer, verifier, verified=verified, top_k=cfg.top_k)
+        if replay is not None:
+            records.append(replayed_record(record, replay[item.id]))
+            computed += 1
+            continue
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
         tmp.replace(path)  # a question is cached whole or not at all

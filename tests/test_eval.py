@@ -441,3 +441,65 @@ def test_unverified_answers_are_shown_with_their_markers_in_place() -> None:
     shown = shown_sentences(answer, verified=False)
     assert [s["text"] for s in shown] == ["[1] proposes a lattice.", "The sources do not mention mercury [2]."]
     assert shown[0]["paper_ids"] == ["p1"] and shown[1]["refusal"] and not shown[0]["refusal"]
+
+
+# -- replaying stored model replies through the current code ----------------------------------------
+def test_replay_answers_again_from_stored_replies_without_the_model(fake_index, gold_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    first = tmp_path / "first"
+    run_eval(fake_index, gold_file, first, ["default", "naive"], FakeGenerator(fake_reply))
+    stored = first / "answers.jsonl"
+    # Say naive's stored reply to the OwlSet question gave another count: the replay must use that
+    # reply, and only for naive (each configuration replays its own replies).
+    rows = [json.loads(line) for line in stored.read_text().splitlines()]
+    for row in rows:
+        if "OwlSet" in row["question"] and row["config"] == "naive":
+            row["raw_text"] = "OwlSet has 13,000 thermal images of animals at night [1]."
+    stored.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    unused = FakeGenerator("the model must not be asked")
+    out = tmp_path / "replay"
+    result = run_eval(fake_index, gold_file, out, ["default", "naive"], unused, replay=[stored])
+    assert unused.calls == []
+    counts = result["meta"]["replay_counts"]
+    # The stored text said 12,000 (only its raw reply was edited): naive's replayed answer changed
+    # and now fails must-include; the product's replies are unchanged, and so are its answers.
+    assert counts["naive"]["changed"] == 1 and counts["default"]["changed"] == 0
+    assert counts["naive"]["old_must_include"] == counts["naive"]["new_must_include"] + 1
+    changes = [json.loads(line) for line in (out / "replay.jsonl").read_text().splitlines()]
+    assert [c["config"] for c in changes] == ["naive"] and "13,000" in changes[0]["new_text"]
+    assert changes[0]["old_must_include_ok"] and not changes[0]["new_must_include_ok"]
+    default = result["runs"]["default"]["overall"]
+    assert default["first_token_p50_s"] is None  # a replay measures no speed
+    assert not (out / "cache").exists()  # and never enters the cache of real answers
+    assert "Replay: the model's replies are the ones stored in" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda rows: rows[1:], "no stored answer of 'default' for"),
+        (lambda rows: rows + rows[:1], "is stored twice"),
+        (lambda rows: [{k: v for k, v in r.items() if k != "raw_text"} for r in rows], "field 'raw_text' is missing"),
+        (lambda rows: [{**r, "question": r["question"] + " now"} if i == 0 else r for i, r in enumerate(rows)],
+         "reads differently in the gold file now"),
+    ],
+)
+def test_replay_errors_name_the_problem(fake_index, gold_file: Path, tmp_path: Path, edit, message: str) -> None:  # type: ignore[no-untyped-def]
+    from eval.replay import ReplayError
+
+    first = tmp_path / "first"
+    run_eval(fake_index, gold_file, first, ["default"], FakeGenerator(fake_reply))
+    stored = first / "answers.jsonl"
+    rows = [json.loads(line) for line in stored.read_text().splitlines()]
+    stored.write_text("".join(json.dumps(r) + "\n" for r in edit(rows)))
+    with pytest.raises(ReplayError, match=message):
+        run_eval(fake_index, gold_file, tmp_path / "replay", ["default"], FakeGenerator("unused"), replay=[stored])
+
+
+def test_replay_generator_picks_the_longest_stored_question() -> None:
+    from eval.replay import ReplayError, ReplayGenerator
+
+    gen = ReplayGenerator({"What is X?": "short", "Why? What is X? And Y?": "long"})
+    prompt = [{"role": "user", "content": "<sources>…</sources>\n\nQuestion: Why? What is X? And Y?\n"}]
+    assert "".join(gen.stream(prompt, max_tokens=10)) == "long"
+    with pytest.raises(ReplayError, match="no stored reply for this prompt"):
+        list(gen.stream([{"role": "user", "content": "Question: something else"}], max_tokens=10))
