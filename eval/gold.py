@@ -28,6 +28,7 @@ DATA_DIR = Path(__file__).parent / "data"
 # test5: written the same way once test4 had been read.
 # test6: written the same way once test5 had been read.
 # test7: written the same way once test6 had been read.
+# test8: written the same way once test7 had been read.
 SPLITS: dict[str, Path] = {
     "dev": DATA_DIR / "dev.jsonl",
     "test": DATA_DIR / "test.jsonl",
@@ -37,6 +38,7 @@ SPLITS: dict[str, Path] = {
     "test5": DATA_DIR / "test5.jsonl",
     "test6": DATA_DIR / "test6.jsonl",
     "test7": DATA_DIR / "test7.jsonl",
+    "test8": DATA_DIR / "test8.jsonl",
 }
 DEFAULT_GOLD = SPLITS["dev"]
 
@@ -85,7 +87,7 @@ def _strings(value: Any, field: str, where: str) -> tuple[str, ...]:
 
 
 def load_split(split: str, papers: Mapping[str, Paper]) -> list[GoldItem]:
-    """The bundled items of ``split`` ("dev", "test", "test2" ... "test7" or "all": every split in that order)."""
+    """The bundled items of ``split`` ("dev", "test", "test2" ... "test8" or "all": every split in that order)."""
     if split == "all":
         return [item for name in SPLITS for item in load_split(name, papers)]
     if split not in SPLITS:

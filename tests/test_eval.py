@@ -291,6 +291,7 @@ def test_bundled_test_split_is_complete_and_checked_against_the_abstracts() -> N
         # two of its writers chose the same topic (legal texts) and the same pair of papers; one of each was dropped
         ("test6", ("dev", "test", "test2", "test3", "test4", "test5"), 5, 5),
         ("test7", ("dev", "test", "test2", "test3", "test4", "test5", "test6"), 6, 6),
+        ("test8", ("dev", "test", "test2", "test3", "test4", "test5", "test6", "test7"), 5, 6),
     ],
 )
 def test_later_held_out_splits_are_checked_against_the_abstracts(
