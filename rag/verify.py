@@ -268,6 +268,125 @@ def names_in(sentence: str) -> set[str]:
     return out
 
 
+_RESPECTIVELY = re.compile(r"\brespectively\b", re.IGNORECASE)
+_VALUE_TOKEN = re.compile(r"^[+~≈]?\d[\d,]*(?:\.\d+)?(?:%|x|×|[kKMBT])?$")
+_PUNCT = "\"'()[]{}.,;:!?“”‘’"
+
+
+@dataclass(frozen=True, slots=True)
+class Respective:
+    """A number of a "respectively" sentence, with the item it belongs to and the other items."""
+
+    item: str  # as written: "CIFAR10"
+    names: frozenset[str]  # its names, normalised
+    others: tuple[tuple[str, frozenset[str]], ...]
+
+
+def _chunk_names(chunk: str) -> set[str]:
+    return names_in("so " + chunk)  # a chunk does not start a sentence
+
+
+def _named_span(chunk: Sequence[str]) -> str:
+    """The words of ``chunk`` from its first name to its last ("ResNet-50 image classifiers" -> "ResNet-50")."""
+    named = [i for i, t in enumerate(chunk) if _chunk_names(t)]
+    return " ".join(chunk[named[0] : named[-1] + 1]) if named else " ".join(chunk)
+
+
+def _coordinated_values(tokens: Sequence[str]) -> list[float]:
+    """The numbers of ``tokens`` when they form one plain list ("2.53%, 19.51%, 0.35%", "51.1 AP and
+    52.2 AP"): between two numbers only "and", "or", commas, or the same unit word. Else []."""
+    at = [i for i, t in enumerate(tokens) if _VALUE_TOKEN.match(t)]
+    if len(at) < 2:
+        return []
+    after = tokens[at[0] + 1] if at[0] + 1 < len(tokens) else ""
+    unit = after if after.isalpha() and after.lower() not in STOPWORDS else ""
+    for a, b in zip(at, at[1:], strict=False):
+        between = [t for t in tokens[a + 1 : b] if t and t.lower() not in ("and", "or")]
+        if between and between != [unit]:
+            return []
+    values = [v for i in at for v in sorted(numbers_in(tokens[i]))]
+    return values if len(set(values)) == len(values) else []
+
+
+def _coordinated_items(raw: Sequence[str], tokens: Sequence[str], k: int) -> list[tuple[str, frozenset[str]]]:
+    """The one list of ``k`` named items ("AlexNet and ResNet-50", "UCI HAR and Motion-Sense") of
+    the tokens, each item holding a name of its own; [] when there is none or more than one."""
+    fits = []
+    for p, t in enumerate(tokens):
+        if t.lower() not in ("and", "or"):
+            continue
+        right: list[str] = []
+        for q in range(p + 1, min(p + 4, len(tokens))):
+            if tokens[q].lower() in STOPWORDS:
+                break
+            right.append(tokens[q])
+            if raw[q][-1:] in ",;)":
+                break
+        chunks = [right]
+        q = p - 1
+        while q >= 0:  # comma-separated chunks of at most three words before "and"
+            chunk: list[str] = []
+            while q >= 0 and len(chunk) < 3 and tokens[q].lower() not in STOPWORDS:
+                chunk.insert(0, tokens[q])
+                q -= 1
+                if q >= 0 and raw[q][-1:] in ",(":
+                    break
+            if not chunk:
+                break
+            chunks.insert(0, chunk)
+            if not (q >= 0 and raw[q].endswith(",")):
+                break
+        if len(chunks) != k or not all(chunks):
+            continue
+        items = [(_named_span(c), frozenset(_chunk_names(" ".join(c)))) for c in chunks]
+        if any(not names or any(_VALUE_TOKEN.match(w) for w in text.split()) for text, names in items):
+            continue
+        if any(a[1] & b[1] for i, a in enumerate(items) for b in items[i + 1 :]):
+            continue
+        fits.append(items)
+    return fits[0] if len(fits) == 1 else []
+
+
+def respective_numbers(sentence: str) -> dict[float, Respective]:
+    """What a "respectively" sentence pairs: "error rates of 2.53%, 19.51%, 0.35% on NORB, CIFAR10 and
+    MNIST, respectively" gives 19.51 to CIFAR10. Only plain cases: one list of k numbers and either
+    exactly k names in the sentence or one list of k named items; {} otherwise."""
+    m = _RESPECTIVELY.search(sentence)
+    if not m:
+        return {}
+    raw = plain(sentence[: m.start()]).split()
+    tokens = [t.strip(_PUNCT) for t in raw]
+    values = _coordinated_values(tokens)
+    if not values:
+        return {}
+    named: list[tuple[str, frozenset[str]]] = []
+    for t in tokens:
+        for name in sorted(_chunk_names(t)) if t else ():
+            if all(name not in n for _, n in named):
+                named.append((t, frozenset([name])))
+    items = named if len(named) == len(values) else _coordinated_items(raw, tokens, len(values))
+    if len(items) != len(values):
+        return {}
+    return {
+        v: Respective(text, names, tuple(o for o in items if o[1] != names))
+        for v, (text, names) in zip(values, items, strict=True)
+    }
+
+
+def misattached(claim: str, value: float, holders: Sequence[str]) -> str | None:
+    """The item the evidence gives ``value`` to, when every sentence stating it is a "respectively"
+    list that gives it to an item other than the one the claim names ("2.53% on CIFAR10" where the
+    abstract gives 2.53% to NORB); None when some sentence backs it as the claim says."""
+    said = names_in(claim)
+    owners = []
+    for holder in holders:
+        pair = respective_numbers(holder).get(value)
+        if pair is None or pair.names & said or not any(names & said for _, names in pair.others):
+            return None
+        owners.append(pair.item)
+    return owners[0] if owners else None
+
+
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|[-/]")
 
 
@@ -340,6 +459,7 @@ class SupportCheck:
     supported: bool
     best_sentence: str
     restates: bool = False
+    misattached: tuple[str, ...] = ()  # "2.53 to NORB": numbers the evidence gives to another item
 
     @property
     def strength(self) -> float:
@@ -352,6 +472,8 @@ class SupportCheck:
             return f"[{self.n}] does not contain {', '.join(self.missing_numbers)}"
         if self.missing_names:
             return f"[{self.n}] does not mention {', '.join(self.missing_names)}"
+        if self.misattached:
+            return f"[{self.n}] gives {', '.join(self.misattached)}, not to what the sentence says"
         return (
             f"[{self.n}] does not back it (similarity {self.similarity:.2f}, "
             f"{self.overlap:.0%} of its new words found there)"
@@ -460,6 +582,12 @@ class Verifier:
             ):
                 missing.add(value)
         missing_numbers = tuple(sorted(_fmt(x) for x in missing))
+        # ... and belong to what the claim says: not a number a "respectively" list gives to another item.
+        wrong_items = tuple(
+            f"{_fmt(value)} to {owner}"
+            for value in sorted(claim_numbers - missing)
+            if (owner := misattached(claim, value, [t for t, _ in holders_of if value in evidence_numbers(t)]))
+        )
         tokens = evidence_tokens(evidence)
         missing_names = tuple(sorted(n for n in names_in(claim) if not name_found(n, tokens)))
         sims = self.embedder.embed(texts) @ claim_vector
@@ -486,6 +614,7 @@ class Verifier:
             not restates
             and not missing_numbers
             and not missing_names
+            and not wrong_items
             and (overlap >= self.min_overlap or (similarity >= self.min_similarity and overlap >= MIN_COVERAGE))
         )
         return SupportCheck(
@@ -497,6 +626,7 @@ class Verifier:
             supported,
             texts[best],
             restates,
+            wrong_items,
         )
 
     def _clauses_backed(

@@ -299,3 +299,52 @@ def test_a_number_glued_to_the_word_before_it_in_the_abstract_is_still_stated(ve
     v = verifier.verify("They tune 1785 models from 22M to 1.5B [1].", sources)
     assert v.sentences[0].supported
     assert not verifier.verify("They tune 1785 models from 22M to 2.5B [1].", sources).sentences[0].supported
+
+
+NORB = (
+    "Our deep hierarchical architectures achieve the best published results on benchmarks for object "
+    "classification (NORB, CIFAR10) and handwritten digit recognition (MNIST), with error rates of 2.53%, "
+    "19.51%, 0.35%, respectively."
+)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "pairs"),
+    [
+        (NORB, {2.53: "NORB", 19.51: "CIFAR10", 0.35: "MNIST"}),
+        # named items in one list of their own (the sentence names other things too)
+        (
+            "We find that 99.9% and 99.4% of the poses misclassified by Inception-v3 also transfer to the "
+            "AlexNet and ResNet-50 image classifiers trained on the same ImageNet dataset, respectively.",
+            {99.9: "AlexNet", 99.4: "ResNet-50"},
+        ),
+        (
+            "The proposed approach achieves an accuracy of 96.71% and 95.35% in the UCI HAR and Motion-Sense "
+            "datasets respectively.",
+            {96.71: "UCI HAR", 95.35: "Motion-Sense"},
+        ),
+        # numbers that are not one plain list, or items that cannot be told apart: no pairing
+        (
+            "The top-1 accuracy on ImageNet-1k of MobileNetV3-large and ResNet50-D is improved from 75.2% to 79% "
+            "and 79.1% to 83%, respectively.",
+            {},
+        ),
+        ("Test error rates on MNIST drop to 2.42%, 0.97% and 0.48% after 1, 3 and 17 epochs, respectively.", {}),
+        ("We reduce the parameters to 50% and 25% respectively, with a 0.2% accuracy drop.", {}),
+        ("DIN improves the AUC by 2.1% on Amazon.", {}),
+    ],
+)
+def test_respectively_pairs_each_number_with_its_item(sentence: str, pairs: dict[float, str]) -> None:
+    from rag.verify import respective_numbers
+
+    assert {v: r.item for v, r in respective_numbers(sentence).items()} == pairs
+
+
+def test_a_number_given_to_another_item_of_a_respectively_list_is_unsupported(verifier: Verifier) -> None:
+    sources = [source(1, "High-Performance Neural Networks for Visual Object Classification", NORB)]
+    wrong = verifier.verify("The network's error rate on CIFAR10 is 2.53% [1].", sources).sentences[0]
+    assert not wrong.supported and any("gives 2.53 to NORB" in i for i in wrong.issues)
+    assert verifier.verify("The network's error rate on CIFAR10 is 19.51% [1].", sources).sentences[0].supported
+    assert verifier.verify("The error rates are 2.53% on NORB and 19.51% on CIFAR10 [1].", sources).sentences[0].supported
+    # a number the claim gives to no item of the list is left to the other checks
+    assert verifier.verify("The architectures reach error rates as low as 0.35% [1].", sources).sentences[0].supported
