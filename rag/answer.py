@@ -38,7 +38,16 @@ from rag.store import RagIndex, open_index
 from rag.streaming import Checked, SentenceStream
 from rag.text import sentence_spans
 from rag.types import Answer, AnswerSentence, Citation, EvidenceSentence, RetrievedPaper, Source
-from rag.verify import Verified, Verifier, is_refusal, numbers_in
+from rag.verify import (
+    Verified,
+    Verifier,
+    evidence_tokens,
+    is_refusal,
+    name_found,
+    names_in,
+    numbers_in,
+    respective_numbers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -943,20 +952,38 @@ class Answerer:
         return renumbered(lines + contrast, quoted)
 
     def compared(self, question: str, sources: Sequence[Source]) -> list[Source]:
-        """The two papers a comparison is about: those the question names (most of a title's words,
-        or its short name, in the question), then the best retrieved."""
+        """The two papers a comparison is about: those whose title or short name the question writes,
+        then those whose abstract alone of the retrieved ones mentions a name the question uses,
+        then those with most of their title's words in the question, then the best retrieved."""
         asked = content_words(question)
+        # A method the question names that only one retrieved abstract mentions names that paper
+        # ("ASTxplainer" for "Evaluating and Explaining Large Language Models for Code ...").
+        names = names_in(question)
+        mentions = {
+            src.paper_id: {
+                n
+                for n in names
+                if name_found(n, evidence_tokens(f"{src.title} {self.index.papers[src.paper_id].abstract}"))
+            }
+            for src in sources
+        }
 
-        def named(src: Source) -> bool:
-            title = content_words(src.title)
+        def titled(src: Source) -> bool:  # its title or short name, as written
             short = short_title(src.title).strip("\u201c\u201d").lower()
-            return (len(short) > 2 and short in question.lower()) or (
-                bool(title) and len(title & asked) >= 0.6 * len(title)
-            )
+            return len(short) > 2 and short in question.lower()
 
-        first = [src for src in sources if named(src)]
-        rest = [src for src in sources if src not in first]
-        return (first + rest)[:2]
+        def method_named(src: Source) -> bool:
+            others = {n for pid, found in mentions.items() if pid != src.paper_id for n in found}
+            return bool(mentions[src.paper_id] - others)
+
+        def title_words(src: Source) -> bool:  # most of its title's words, loosely
+            title = content_words(src.title)
+            return bool(title) and len(title & asked) >= 0.6 * len(title)
+
+        ordered: list[Source] = []
+        for test in (titled, method_named, title_words, lambda _src: True):
+            ordered += [src for src in sources if src not in ordered and test(src)]
+        return ordered[:2]
 
     def extractive_fallback(
         self, question: str, sources: Sequence[Source], cfg: RagConfig, raw: str = ""
@@ -970,14 +997,21 @@ class Answerer:
         q_words = content_words(question)
         wants_number = bool(_WANTS_NUMBER.search(question))
         pointed = set(find_citations(raw)) if _YES_NO.match(question) else set()
+        asked_names = names_in(question) if wants_number else set()
         best: tuple[float, Source, str] | None = None
         for src in sources:
-            min_score, min_coverage = (
-                (cfg.fallback_min_score - _POINTED_SCORE_SLACK, cfg.fallback_min_coverage * _POINTED_COVERAGE_SHARE)
-                if src.n in pointed
-                else (cfg.fallback_min_score, cfg.fallback_min_coverage)
-            )
             for sent in src.sentences:
+                # A "respectively" sentence that gives a number to the very item the question names
+                # ("... on NORB, CIFAR10 and MNIST ... 2.53%, 19.51%, 0.35%, respectively" for "... on
+                # CIFAR10?") answers it, though it shares few of its words; as does a pointed paper's.
+                paired = bool(asked_names) and any(
+                    r.names & asked_names for r in respective_numbers(sent.text).values()
+                )
+                min_score, min_coverage = (
+                    (cfg.fallback_min_score - _POINTED_SCORE_SLACK, cfg.fallback_min_coverage * _POINTED_COVERAGE_SHARE)
+                    if src.n in pointed or paired
+                    else (cfg.fallback_min_score, cfg.fallback_min_coverage)
+                )
                 coverage = len(q_words & content_words(sent.text + " " + src.title)) / len(q_words) if q_words else 0.0
                 if sent.score < min_score or coverage < min_coverage:
                     continue

@@ -252,3 +252,27 @@ def test_warm_up_primes_the_model_with_the_system_prompt(fake_index) -> None:  #
     gen = FakeGenerator("x")
     Answerer(CONFIG, index=fake_index, generator=gen).warm_up()
     assert len(gen.calls) == 1 and gen.calls[0][0]["content"] == SYSTEM_PROMPT
+
+
+def test_fallback_quotes_the_respectively_sentence_giving_the_asked_items_number(fake_index) -> None:  # type: ignore[no-untyped-def]
+    from rag.config import get_config
+    from rag.types import EvidenceSentence, Source
+
+    norb = (
+        "Our deep hierarchical architectures achieve the best published results on benchmarks for object "
+        "classification (NORB, CIFAR10) and handwritten digit recognition (MNIST), with error rates of 2.53%, "
+        "19.51%, 0.35%, respectively."
+    )
+    src = Source(
+        1,
+        "hpnn",
+        "High-Performance Neural Networks for Visual Object Classification",
+        (EvidenceSentence(0, len(norb), norb, 0.6),),  # close, but far below the fallback's usual bar
+        1.0,
+    )
+    a = answerer(fake_index, "unused")
+    cfg = get_config(CONFIG)
+    quote = a.extractive_fallback("What error rate does the GPU network achieve on CIFAR10?", [src], cfg)
+    assert quote is not None and "19.51%" in quote.text and quote.sentences[0].verdict == "quote"
+    # a number question about an item the sentence does not pair gets no such help
+    assert a.extractive_fallback("What error rate does the GPU network achieve on SVHN?", [src], cfg) is None

@@ -381,3 +381,27 @@ def test_a_list_quotes_what_a_paper_does_over_its_background() -> None:
     assert list_quote([background, contribution]) == contribution
     assert list_quote([replace(background, score=0.9), contribution]).score == 0.9  # far closer still wins
     assert list_quote([]) is None
+
+
+def test_a_compared_paper_named_by_its_method_comes_before_a_loose_title_match() -> None:
+    from types import SimpleNamespace
+
+    def paper(pid: str, title: str, abstract: str) -> Paper:
+        return Paper(paper_id=pid, title=title, abstract=abstract)
+
+    papers = {
+        p.paper_id: p
+        for p in (
+            paper("causal", "Causal Analysis for Robust Interpretability of Neural Networks", "We use causal graphs."),
+            paper("ast", "Evaluating and Explaining Large Language Models for Code", "We propose ASTxplainer, an explainer."),
+            paper("explain", "Unsupervised Learning of Neural Networks to Explain Neural Networks", "An explainer network."),
+        )
+    }
+    sources = [Source(i + 1, pid, papers[pid].title, (), 1.0) for i, pid in enumerate(["causal", "explain", "ast"])]
+    question = (
+        "How do 'Causal Analysis for Robust Interpretability of Neural Networks' and ASTxplainer differ in how they "
+        "explain the predictions of a neural network?"
+    )
+    stub = SimpleNamespace(index=SimpleNamespace(papers=papers))
+    # the third paper shares most of its title's words with the question, but names nothing it asks about
+    assert [s.paper_id for s in Answerer.compared(stub, question, sources)] == ["causal", "ast"]  # type: ignore[arg-type]
