@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from eval.gold import GoldItem
 from rag.errors import RagError
-from rag.llm import Message
+from rag.llm import FakeGenerator, Message
 
 
 class ReplayError(RagError):
@@ -142,22 +140,18 @@ def stored_for(
     return {i.id: by_id[i.id] for i in items}
 
 
-class ReplayGenerator:
+class ReplayGenerator(FakeGenerator):
     """A ``Generator`` that answers each prompt with the reply stored for its question.
 
     The question is found in the prompt's last message (the longest stored question it contains,
     so that a question that is part of another one cannot take its reply). Token counts are the
-    fake word counts of ``rag.llm.FakeGenerator``: a replay measures no speed.
+    fake word counts of ``FakeGenerator``: a replay measures no speed.
     """
 
     def __init__(self, replies: Mapping[str, str], name: str = "replay") -> None:
+        super().__init__(self.reply_for, name=name)
         self.replies = dict(replies)
-        self.name = name
-        self.lock = threading.Lock()
         self._by_length = sorted(self.replies, key=len, reverse=True)
-
-    def count_tokens(self, messages: Sequence[Message]) -> int:
-        return sum(len(re.findall(r"\w+|[^\w\s]", m["content"])) + 4 for m in messages)
 
     def reply_for(self, messages: Sequence[Message]) -> str:
         last = messages[-1]["content"] if messages else ""
@@ -167,11 +161,6 @@ class ReplayGenerator:
         if "warm-up" in last:  # Answerer.warm_up's one-token request
             return ""
         raise ReplayError(f"no stored reply for this prompt: {last[-200:]!r}")
-
-    def stream(self, messages: Sequence[Message], *, max_tokens: int) -> Iterator[str]:
-        with self.lock:
-            text = self.reply_for(messages)
-        yield from (piece for i, piece in enumerate(re.findall(r"\S+\s*|\s+", text)) if i < max_tokens)
 
 
 # Fields a replayed record cannot measure: the model did not run.
