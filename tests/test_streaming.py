@@ -123,6 +123,11 @@ def source(n: int, title: str) -> Source:
             "“Tiny Owls” does not back it",
         ),
         ("unsupported", ("[7] is not a source",), "it cites [7], which is not one of the sources"),
+        (
+            "unsupported",
+            ("[2] gives 2.53 to NORB, not to what the sentence says",),
+            "“Tiny Owls” gives 2.53 to NORB, not to what it says",
+        ),
         ("no-answer", ("restates the question: it adds nothing the question did not say",), "restates the question"),
         ("unsupported", (), "no source backs it"),
     ],
