@@ -114,8 +114,33 @@ _GLUED_NUMBER = re.compile(r"(?<=[a-z]{2})(?=\d)")
 def evidence_numbers(text: str) -> set[float]:
     """The numbers an abstract states, also where a typo glued one to the word before it
     ("models (22M to1.5B)" states 1.5B). One pass: the space goes only where no number starts
-    (a letter before a digit), so every number ``numbers_in(text)`` finds is still found."""
-    return numbers_in(_GLUED_NUMBER.sub(" ", text))
+    (a letter before a digit), so every number ``numbers_in(text)`` finds is still found. A number
+    with a scale also states its value: "114k volumes" states 114,000."""
+    text = _GLUED_NUMBER.sub(" ", text)
+    return numbers_in(text) | set(scaled_values(text).values())
+
+
+# A number with a scale letter or word: "114k", "22M", "1.5B", "2 million".
+_SCALED = re.compile(r"(?<![\w.,])(\d+(?:\.\d+)?)\s?(k|K|M|B|T|thousand|million|billion|trillion)(?![\w])")
+_MULTIPLIER = {"k": 1e3, "K": 1e3, "thousand": 1e3, "M": 1e6, "million": 1e6, "B": 1e9, "billion": 1e9}
+_MULTIPLIER |= {"T": 1e12, "trillion": 1e12}
+
+
+def scaled_values(text: str) -> dict[float, float]:
+    """The numbers of ``text`` written with a scale, as written -> their value ("114k" ->
+    {114.0: 114000.0}, "1.5 billion" -> {1.5: 1500000000.0}), so that "114,000" and "114k" are
+    one number (``numbers_in`` keeps the number as written: "114k" is 114.0)."""
+    out: dict[float, float] = {}
+    for m in _SCALED.finditer(plain(text)):
+        value = float(m.group(1))
+        out[value] = round(value * _MULTIPLIER[m.group(2)], 6)
+    return out
+
+
+def stated(value: float, scaled: Mapping[float, float], evidence: set[float]) -> bool:
+    """``value`` of a claim (``scaled``: the claim's ``scaled_values``) is one of the ``evidence``
+    numbers, as written or as its value ("114k" is stated by "114,000")."""
+    return value in evidence or scaled.get(value) in evidence
 
 
 def numbers_in(text: str) -> set[float]:
@@ -219,12 +244,19 @@ def _number_nouns(claim: str) -> list[str]:
     return out
 
 
+# British spellings written the American way, so that a name is one name in either spelling
+# ("Bayesian-optimisation" in a question, "Bayesian optimization" in the abstract).
+_BRITISH = re.compile(r"(?<=[a-z]{3})(is|ys)(?=(?:ation|ations|e|es|ed|ing|er|ers)(?![a-z]))")
+
+
 def norm_name(token: str) -> str:
     """A name as compared: lower case, letters and digits, accents dropped ("Poincaré",
-    "Poincar\\'e" and "Poincare" are one name)."""
+    "Poincar\\'e" and "Poincare" are one name), British spelling folded ("optimisation" is
+    "optimization")."""
     token = re.sub(r"['’]s$", "", token)
     token = unicodedata.normalize("NFKD", _LATEX_ACCENT.sub(r"\1", token))
-    return re.sub(r"[^0-9a-z]", "", token.lower())
+    token = _BRITISH.sub(lambda m: m.group(1)[0] + "z", token.lower())
+    return re.sub(r"[^0-9a-z]", "", token)
 
 
 # Second parts of a hyphenated word that describe the name before them rather than name anything.
@@ -559,8 +591,10 @@ class Verifier:
         texts = [s.title for s in sources] + [sent.text for s in sources for sent in s.sentences]
         evidence = " ".join(texts)
         claim_numbers = numbers_in(claim)
+        scaled = scaled_values(claim)
         claim_words = {w for w in content_words(claim) if not w[0].isdigit() and w not in _SCALE}
-        missing = claim_numbers - evidence_numbers(evidence)
+        stated_in = evidence_numbers(evidence)
+        missing = {v for v in claim_numbers if not stated(v, scaled, stated_in)}
         # A number must also stand in the same context: "2 billion parameters" is not backed by
         # "a 2 billion example dataset". The context is the sentence holding the number plus its
         # paper's title, which names the topic a sentence leaves implicit ("ResNet achieves
@@ -572,7 +606,9 @@ class Verifier:
             if value in missing or not context:
                 continue
             holders = [
-                (content_words(t), content_words(title)) for t, title in holders_of if value in evidence_numbers(t)
+                (content_words(t), content_words(title))
+                for t, title in holders_of
+                if stated(value, scaled, evidence_numbers(t))
             ]
             # ... or the sentence holding it (without its title) says most of what the claim says,
             # leaving the noun implicit ("train a ResNet-50 to 75% in 20 mins" backs "75%
@@ -586,7 +622,11 @@ class Verifier:
         wrong_items = tuple(
             f"{_fmt(value)} to {owner}"
             for value in sorted(claim_numbers - missing)
-            if (owner := misattached(claim, value, [t for t, _ in holders_of if value in evidence_numbers(t)]))
+            if (
+                owner := misattached(
+                    claim, value, [t for t, _ in holders_of if stated(value, scaled, evidence_numbers(t))]
+                )
+            )
         )
         tokens = evidence_tokens(evidence)
         missing_names = tuple(sorted(n for n in names_in(claim) if not name_found(n, tokens)))

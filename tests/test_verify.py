@@ -301,6 +301,28 @@ def test_a_number_glued_to_the_word_before_it_in_the_abstract_is_still_stated(ve
     assert not verifier.verify("They tune 1785 models from 22M to 2.5B [1].", sources).sentences[0].supported
 
 
+def test_a_number_with_its_scale_is_the_number_written_out(verifier: Verifier) -> None:
+    from rag.verify import evidence_numbers, scaled_values
+
+    assert {114.0, 114000.0} <= evidence_numbers("a dataset of 114k volumes")
+    assert scaled_values("1.5 billion parameters and 22M images") == {1.5: 1.5e9, 22.0: 22e6}
+    sources = [source(1, "An OpenMind for 3D medical vision", "We release a dataset of 114k 3D brain MRI volumes.")]
+    assert verifier.verify("The dataset holds 114,000 3D brain MRI volumes [1].", sources).sentences[0].supported
+    assert verifier.verify("The dataset holds 114k 3D brain MRI volumes [1].", sources).sentences[0].supported
+    assert not verifier.verify("The dataset holds 140,000 3D brain MRI volumes [1].", sources).sentences[0].supported
+    written_out = [source(1, "An OpenMind for 3D medical vision", "We release a dataset of 114,000 3D brain MRI volumes.")]
+    assert verifier.verify("The dataset holds 114k 3D brain MRI volumes [1].", written_out).sentences[0].supported
+    assert not verifier.verify("The dataset holds 114M 3D brain MRI volumes [1].", written_out).sentences[0].supported
+
+
+def test_british_and_american_spellings_are_one_name() -> None:
+    from rag.verify import evidence_tokens, name_found
+
+    tokens = evidence_tokens("It is 8x faster than the Bayesian optimization WeakNAS approach.")
+    assert all(name_found(n, tokens) for n in names_in("Is it faster than the Bayesian-optimisation WeakNAS search?"))
+    assert not all(name_found(n, tokens) for n in names_in("Is it faster than the Bayesian-sampling WeakNAS search?"))
+
+
 NORB = (
     "Our deep hierarchical architectures achieve the best published results on benchmarks for object "
     "classification (NORB, CIFAR10) and handwritten digit recognition (MNIST), with error rates of 2.53%, "
