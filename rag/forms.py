@@ -83,6 +83,10 @@ def short_title(title: str) -> str:
     return f"\u201c{title.strip()}\u201d"
 
 
+# Nouns after which a marker that ends the sentence is the claim's source ("... 8x faster than
+# the WeakNAS approach [1]."), not a name; before more words it names the paper ("the approach
+# [1] uses ...").
+_CLAIM_NOUNS = frozenset("method methods approach approaches model models".split())
 # Words after which a marker stands for a paper (a noun), not for the source of a claim.
 _NOUN_BEFORE = frozenset(
     "in by of from paper papers work works study studies source sources article articles method methods "
@@ -124,8 +128,12 @@ def name_noun_citations(text: str, titles: Mapping[int, str], *, whole: bool = F
         )
         word = _WORD_BEFORE.search(prefix)
         # After "... the models." a marker closes that sentence; it is not a noun of the next.
+        ends_claim = not rest or rest[0] in ".!?"
         after_noun_word = (
-            bool(word) and word.group(1).lower() in _NOUN_BEFORE and not prefix.endswith((",", ".", "!", "?"))
+            bool(word)
+            and word.group(1).lower() in _NOUN_BEFORE
+            and not prefix.endswith((",", ".", "!", "?"))
+            and not (ends_claim and word.group(1).lower() in _CLAIM_NOUNS)
         )
         title = titles[known[0]]
         name = f"\u201c{title.strip()}\u201d" if whole else short_title(title)

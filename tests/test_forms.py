@@ -65,6 +65,9 @@ def test_short_titles() -> None:
         ("Tiny Owls [1] runs at 30 frames per second.", "Tiny Owls [1] runs at 30 frames per second."),
         # a marker after a sentence's full stop closes that sentence, even after "models"
         ("It regularises the models. [2]", "It regularises the models. [2]"),
+        # a marker ending the sentence after "approach" is the claim's source, not a name
+        ("It is 8x faster than the WeakNAS approach [1].", "It is 8x faster than the WeakNAS approach [1]."),
+        ("The approach [1] prunes filters.", "The approach Tiny Owls [1] prunes filters."),
         # "by [1]" where the paper is already named: no "by" left dangling once the marker moves
         (
             'The paper "Tiny Owls" by [1] shows that owls see heat.',
