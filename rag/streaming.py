@@ -156,6 +156,7 @@ _MISSING_NAMES = re.compile(r"^\[(\d+)\] does not mention (.+)$")
 _NOT_BACKED = re.compile(r"^\[(\d+)\] does not back it")
 _MISATTACHED = re.compile(r"^\[(\d+)\] gives (.+), not to what the sentence says$")
 _NOT_A_SOURCE = re.compile(r"^\[(\d+)\] is not a source$")
+_MISNAMED = re.compile(r"^\[(\d+)\] is named, but another source fits the question better$")
 
 
 def _paper(n: str, sources: Mapping[int, Source]) -> str:
@@ -193,6 +194,8 @@ def reason_words(sentence: AnswerSentence, sources: Mapping[int, Source]) -> str
             reasons.append(f"{_paper(m.group(1), sources)} does not back it")
         elif m := _MISATTACHED.match(issue):  # "2.53 to NORB"
             reasons.append(f"{_paper(m.group(1), sources)} gives {m.group(2)}, not to what it says")
+        elif m := _MISNAMED.match(issue):
+            reasons.append(f"it names {_paper(m.group(1), sources)}, but another source fits the question better")
         elif m := _NOT_A_SOURCE.match(issue):
             reasons.append(f"it cites [{m.group(1)}], which is not one of the sources")
         elif issue.startswith(COUNT_ISSUES):  # true of its paper, but not the count asked for

@@ -466,6 +466,12 @@ def novel_words(claim: str, question_words: set[str], title: str = "", *, keep_t
     return novel
 
 
+def names_only(claim: str, source: Source, question_words: set[str], keep_title: bool) -> bool:
+    """``claim`` says nothing but the question's words and the cited paper's title (a "which
+    paper" answer, ``keep_title``: "The paper that <the question's words> is “X”")."""
+    return keep_title and not numbers_in(claim) and not novel_words(claim, question_words, source.title)
+
+
 def title_names(title: str) -> set[str]:
     """The (stemmed) names a title gives its method: tokens with inner capitals, digits or all
     capitals, and a one- or two-word head before a colon ("Hypencoder: Hypernetworks for ...")."""
@@ -571,6 +577,20 @@ class Verifier:
             if not addresses_the_model(abstract[a:b])  # withheld from the model, and no evidence
         )
         return replace(source, sentences=sentences)
+
+    def _fits(self, question: str, question_words: set[str], sources: Sequence[Source]) -> dict[int, bool]:
+        """Which sources fit ``question`` best: the one whose title and abstract hold most of the
+        question's words, and the one closest to it in meaning (ties count for each)."""
+        texts = []
+        for src in sources:
+            abstract = self.abstracts.get(src.paper_id) if self.abstracts is not None else None
+            texts.append(f"{src.title}. {abstract or src.text}")
+        coverage = [len(question_words & content_words(t)) for t in texts]
+        sims = self.embedder.embed(texts) @ self.embedder.embed([question])[0]
+        return {
+            src.n: coverage[i] >= max(coverage) or float(sims[i]) >= float(np.max(sims)) - 1e-6
+            for i, src in enumerate(sources)
+        }
 
     def check(
         self,
@@ -744,6 +764,7 @@ class Verifier:
         rows: list[tuple[str, list[int], bool, bool, list[str], dict[int, str], str]] = []
         claims = supported_claims = 0
         dropped: list[str] = []
+        fits: dict[int, bool] = {}  # "which paper": the sources that fit the question best
         for body, cited in parsed:
             valid = [n for n in cited if n in by_n]
             invalid += len(cited) - len(valid)
@@ -784,12 +805,23 @@ class Verifier:
                 else:
                     issues.append(checks[n].reason())
             kept = [n for n in valid if n in kept]
-            if len(kept) < len(valid) and len(valid) > 1:
+            # A claim that only names a paper ("The paper that <the question's words> is “X”")
+            # is right only if X is the paper the question describes: nothing else in it is checked.
+            misnamed = []
+            for n in kept:
+                if names_only(body, by_n[n], question_words, keep_title):
+                    fits = fits or self._fits(question, question_words, sources)
+                    if not fits[n]:
+                        misnamed.append(n)
+            if misnamed:
+                kept = [n for n in kept if n not in misnamed]
+                issues.extend(f"[{n}] is named, but another source fits the question better" for n in misnamed)
+            if len(kept) < len(valid) and len(valid) > 1 and not misnamed:
                 split = self._clauses_backed(body, [by_n[n] for n in valid], question_words, keep_title)
                 if split is not None:  # each part holds for the paper it names
                     kept, evidence_of = list(valid), split
                     issues = [i for i in issues if not i.startswith(tuple(f"[{n}]" for n in valid))]
-            if not kept:
+            if not kept and not misnamed:
                 candidates = [c for c in checks.values() if c.supported]
                 if candidates:
                     best = max(candidates, key=lambda c: c.strength)

@@ -128,6 +128,11 @@ def source(n: int, title: str) -> Source:
             ("[2] gives 2.53 to NORB, not to what the sentence says",),
             "“Tiny Owls” gives 2.53 to NORB, not to what it says",
         ),
+        (
+            "unsupported",
+            ("[2] is named, but another source fits the question better",),
+            "it names “Tiny Owls”, but another source fits the question better",
+        ),
         ("no-answer", ("restates the question: it adds nothing the question did not say",), "restates the question"),
         ("unsupported", (), "no source backs it"),
     ],

@@ -370,3 +370,26 @@ def test_a_number_given_to_another_item_of_a_respectively_list_is_unsupported(ve
     assert verifier.verify("The error rates are 2.53% on NORB and 19.51% on CIFAR10 [1].", sources).sentences[0].supported
     # a number the claim gives to no item of the list is left to the other checks
     assert verifier.verify("The architectures reach error rates as low as 0.35% [1].", sources).sentences[0].supported
+
+
+def test_a_which_paper_answer_that_only_names_a_paper_must_name_the_one_the_question_describes(
+    verifier: Verifier,
+) -> None:
+    sources = [
+        source(1, "Layout Graphs for Floor Plan Generation", "We generate floor plans from layout graphs with skip connections."),
+        source(
+            2,
+            "HyperZ Operator Networks",
+            "A small network takes pixel coordinates and generates large input-dependent filters for a second network.",
+        ),
+    ]
+    question = "Which paper has a small network that takes pixel coordinates and generates large filters?"
+    claim = "The paper that has a small network that takes pixel coordinates and generates large filters is “{}” [{}]."
+    wrong = verifier.verify(claim.format(sources[0].title, 1), sources, question=question, form="which-paper")
+    assert not wrong.sentences[0].supported
+    assert "[1] is named, but another source fits the question better" in wrong.sentences[0].issues
+    right = verifier.verify(claim.format(sources[1].title, 2), sources, question=question, form="which-paper")
+    assert right.sentences[0].supported
+    # a claim that says what the paper does is checked on what it says, not by this rule
+    said = "Layout Graphs for Floor Plan Generation uses skip connections [1]."
+    assert verifier.verify(said, sources, question=question, form="which-paper").sentences[0].supported
