@@ -28,7 +28,14 @@ from rag.config import RagConfig, get_config
 from rag.errors import ConfigError, ContextOverflowError, LLMStreamError, RagError
 from rag.evidence import CachedEmbedder, content_words, score_sentences, select_evidence
 from rag.filters import PaperFilter
-from rag.forms import compare_aspect, list_topic, name_noun_citations, question_form, short_title
+from rag.forms import (
+    compare_aspect,
+    list_topic,
+    name_lost_subject,
+    name_noun_citations,
+    question_form,
+    short_title,
+)
 from rag.llm import Generator, ReportsUsage, load_generator
 from rag.models import Embedder, load_embedder
 from rag.prompts import CANNOT_ANSWER, REWRITE_SYSTEM, REWRITE_TEMPLATE, answer_messages
@@ -137,6 +144,24 @@ _CONTRIBUTION_BONUS = 0.1
 def contribution_bonus(text: str) -> float:
     """What a sentence in which the authors say what they do counts above the field's background."""
     return _CONTRIBUTION_BONUS * bool(_CONTRIBUTION.search(text))
+
+
+def with_subjects(verified: Verified) -> Verified:
+    """A supported sentence that lost its subject (a bullet under a title the model wrote as a
+    heading: "Trains classifiers ... [1]") gets the one paper it cites as its subject; the reader
+    would otherwise see a fragment. The claim is unchanged, so is its verdict."""
+    titles = {c.n: c.title for c in verified.citations}
+    sentences: list[AnswerSentence] = []
+    for s in verified.sentences:
+        if s.supported and len(s.citations) == 1 and s.citations[0] in titles:
+            # Always the name, never "It": a later stage may drop the sentence before it.
+            body = name_lost_subject(s.text, titles[s.citations[0]])
+            if body != s.text:
+                s = replace(s, text=body, shown=render_sentence(body, s.citations))
+        sentences.append(s)
+    if all(a is b for a, b in zip(sentences, verified.sentences)):
+        return verified
+    return replace(verified, sentences=tuple(sentences), text=" ".join(s.shown or s.text for s in sentences))
 
 
 def compare_quotes(texts: Sequence[str], scores: np.ndarray, k: int = 2) -> list[str]:
@@ -866,7 +891,8 @@ class Answerer:
         the paper it cites."""
         titles = {s.n: s.title for s in sources}
         named = name_noun_citations(raw, titles, whole=form == "which-paper") if cfg.answer_forms else raw
-        return self.verifier(cfg).verify(named, sources, strict=cfg.strict, question=question, form=form)
+        verified = self.verifier(cfg).verify(named, sources, strict=cfg.strict, question=question, form=form)
+        return with_subjects(verified) if cfg.answer_forms else verified
 
     def policy(self, cfg: RagConfig) -> RefusalPolicy:
         return RefusalPolicy(min_relevance=cfg.min_relevance, require_question_names=cfg.require_question_names)

@@ -103,6 +103,33 @@ _LOWER_AFTER_NAME = frozenset(
 )
 
 
+# A sentence that opens with one of these (or an adverb and one of these) has lost its subject:
+# the model wrote a paper's title as a heading and bullets under it ("- Trains classifiers to
+# ...", "- Critically reviews ..."). Words that also open a sentence as a plural noun ("Studies
+# show ...", "Models trained on ...") are left out.
+_SUBJECTLESS_VERBS = frozenset(
+    "proposes introduces presents shows finds describes develops achieves has demonstrates provides trains "
+    "applies explores evaluates addresses focuses discusses suggests argues releases performs enables reviews "
+    "examines investigates compares combines learns improves reduces outperforms offers makes analyzes analyses "
+    "surveys builds employs relies leverages generates predicts considers treats extends adapts removes "
+    "replaces requires yields obtains reaches attains aims seeks uses designs formulates establishes highlights "
+    "identifies outlines emphasizes emphasises explains constructs creates defines derives".split()
+)
+_OPENING = re.compile(r"^(\s*)((?:[A-Z][a-z]+ly\s+)?)([A-Za-z][a-z]+)\b")
+
+
+def name_lost_subject(body: str, title: str) -> str:
+    """A sentence whose subject is lost ("Trains classifiers to predict ... [1]": the model wrote
+    the paper's title as a heading and its claims as bullets under it) gets the paper it cites as
+    its subject ("Probing Classifiers trains classifiers ..."); any other sentence is returned as
+    it is."""
+    match = _OPENING.match(body)
+    if not match or match.group(3).lower() not in _SUBJECTLESS_VERBS:
+        return body
+    lead, adverb, verb = match.groups()
+    return f"{lead}{short_title(title)} {adverb.lower()}{verb.lower()}{body[match.end():]}"
+
+
 def name_noun_citations(text: str, titles: Mapping[int, str], *, whole: bool = False) -> str:
     """Give each marker that stands as a noun its paper's short title: at the start of a sentence
     ("[1] proposes"), or after a preposition, "and" or "paper" ("described in [1]", "the papers

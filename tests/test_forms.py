@@ -10,7 +10,14 @@ import pytest
 
 from rag.answer import Answerer
 from rag.evidence import CachedEmbedder
-from rag.forms import compare_aspect, list_topic, name_noun_citations, question_form, short_title
+from rag.forms import (
+    compare_aspect,
+    list_topic,
+    name_lost_subject,
+    name_noun_citations,
+    question_form,
+    short_title,
+)
 from rag.llm import FakeGenerator
 from rag.models import HashEmbedder
 from rag.refusal import (
@@ -239,6 +246,33 @@ def test_noun_citation_holes_never_reach_the_answer(fake_index) -> None:  # type
     ans = Answerer(CONFIG, index=fake_index, generator=FakeGenerator(reply)).ask("How big is OwlSet?")
     assert not ans.refused
     assert ans.text == "Tiny Owls collects 12,000 thermal images of animals at night [1]."
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ("Collects thermal images of owls.", "Collects thermal images of owls."),  # not a verb it knows
+        ("Trains detectors on thermal images.", "Tiny Owls trains detectors on thermal images."),
+        ("Critically reviews night-time detectors.", "Tiny Owls critically reviews night-time detectors."),
+        ("Has been used to count owls.", "Tiny Owls has been used to count owls."),
+        ("Studies show that owls see heat.", "Studies show that owls see heat."),  # a plural subject
+        ("The detector trains on heat.", "The detector trains on heat."),
+        ("Proposes", "Tiny Owls proposes"),
+    ],
+)
+def test_a_sentence_that_lost_its_subject_gets_the_paper_as_subject(body: str, named: str) -> None:
+    assert name_lost_subject(body, "Tiny Owls: Nocturnal Object Detection with Thermal Cameras") == named
+
+
+def test_bullets_under_a_title_heading_are_shown_with_their_paper_as_subject(fake_index) -> None:  # type: ignore[no-untyped-def]
+    # The model writes the paper's title as a heading and subjectless bullets under it, with no
+    # marker: the verifier attaches the paper that says it, and the system names it as the subject.
+    reply = "Tiny Owls\n- Trains a detector that runs at 30 frames per second on a laptop CPU.\n- Reaches 61.3 mAP on OwlSet."
+    ans = Answerer(CONFIG, index=fake_index, generator=FakeGenerator(reply)).ask("How fast is the Tiny Owl detector?")
+    assert not ans.refused
+    shown = [s.shown for s in ans.sentences if s.supported]
+    assert "Tiny Owls trains a detector that runs at 30 frames per second on a laptop CPU [1]." in shown
+    assert "Tiny Owls reaches 61.3 mAP on OwlSet [1]." in shown
 
 
 def test_compare_answers_name_each_compared_paper(fake_index) -> None:  # type: ignore[no-untyped-def]
