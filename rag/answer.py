@@ -164,18 +164,34 @@ def with_subjects(verified: Verified) -> Verified:
     return replace(verified, sentences=tuple(sentences), text=" ".join(s.shown or s.text for s in sentences))
 
 
-def compare_quotes(texts: Sequence[str], scores: np.ndarray, k: int = 2) -> list[str]:
+def own_work_start(abstract: str) -> int:
+    """Where an abstract first says what its authors do ("We propose ...", "This paper ..."): the
+    sentences before it are the field's background, which a quote would present as the paper's
+    claim ("Deep networks have achieved remarkable performance ..."). 0 when no sentence says it."""
+    for start, end in sentence_spans(abstract):
+        if _CONTRIBUTION.search(abstract[start:end]):
+            return start
+    return 0
+
+
+def compare_quotes(texts: Sequence[str], scores: np.ndarray, k: int = 2, *, own_from: int = 0) -> list[str]:
     """The ``k`` sentences of an abstract to quote in a comparison, in abstract order: the closest to
-    what is compared, where a sentence in which the authors say what they do counts a little more
-    than the field's background ("Few-shot classification aims to ..." compares nothing)."""
+    what is compared among the authors' own (from sentence ``own_from`` on; the background before
+    it only when fewer than ``k`` remain), where a sentence in which the authors say what they do
+    counts a little more ("Few-shot classification aims to ..." compares nothing)."""
     bonus = np.array([contribution_bonus(t) for t in texts])
-    return [texts[i] for i in sorted(np.argsort(-(np.asarray(scores) + bonus))[:k])]
+    ranked = [int(i) for i in np.argsort(-(np.asarray(scores) + bonus), kind="stable")]
+    own = [i for i in ranked if i >= own_from]
+    chosen = (own + [i for i in ranked if i < own_from])[:k]
+    return [texts[i] for i in sorted(chosen)]
 
 
-def list_quote(sentences: Sequence[EvidenceSentence]) -> EvidenceSentence | None:
-    """The sentence a list answer quotes for a paper: the closest to the topic, where a sentence in
-    which the authors say what they do counts a little more than their field's background."""
-    return max(sentences, key=lambda e: e.score + contribution_bonus(e.text), default=None)
+def list_quote(sentences: Sequence[EvidenceSentence], own_from: int = 0) -> EvidenceSentence | None:
+    """The sentence a list answer quotes for a paper: the closest to the topic among the authors' own
+    (starting at offset ``own_from`` of the abstract; the background before it only when no other
+    sentence was selected), where a sentence in which they say what they do counts a little more."""
+    own = [e for e in sentences if e.start >= own_from] or list(sentences)
+    return max(own, key=lambda e: e.score + contribution_bonus(e.text), default=None)
 
 
 # A yes/no question whose answer only restated it while pointing at a paper: that paper's sentence
@@ -963,11 +979,13 @@ class Answerer:
         quoted: list[Citation] = []
         for src in compared:
             abstract = self.index.papers[src.paper_id].abstract
-            texts = [abstract[a:b] for a, b in sentence_spans(abstract)]
+            spans = sentence_spans(abstract)
+            texts = [abstract[a:b] for a, b in spans]
             if not texts:
                 continue
             scores = score_sentences(aspect, vector, texts, self.sentence_embedder)
-            best = compare_quotes(texts, scores)
+            own = own_work_start(abstract)
+            best = compare_quotes(texts, scores, own_from=sum(a < own for a, _ in spans))
             body = f"\u201c{src.title}\u201d: " + " ".join(best)
             lines.append(AnswerSentence(body, (number[src.paper_id],), True, verdict="quote"))
             quoted.append(
@@ -1068,7 +1086,7 @@ class Answerer:
         sentences = []
         citations = []
         for src in sources:
-            best = list_quote(src.sentences)
+            best = list_quote(src.sentences, own_work_start(self.index.papers[src.paper_id].abstract))
             if best is None:
                 continue
             n = len(citations) + 1

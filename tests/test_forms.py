@@ -418,6 +418,27 @@ def test_a_list_quotes_what_a_paper_does_over_its_background() -> None:
     assert list_quote([background, contribution]) == contribution
     assert list_quote([replace(background, score=0.9), contribution]).score == 0.9  # far closer still wins
     assert list_quote([]) is None
+    # Background before the authors' first own sentence is not quoted while an own sentence was selected.
+    assert list_quote([replace(background, score=0.9), contribution], own_from=11) == contribution
+    assert list_quote([replace(background, score=0.9)], own_from=11).score == 0.9  # nothing else selected
+
+
+def test_the_background_before_the_authors_first_own_sentence_is_not_quoted() -> None:
+    from rag.answer import compare_quotes, own_work_start
+
+    abstract = (
+        "Deep networks have achieved remarkable performance in many domains. "
+        "Pruning removes their redundant weights. "
+        "In this work, we view pruning as a spectrum-preserving process. "
+        "Results show that sparse networks keep their accuracy."
+    )
+    assert abstract[own_work_start(abstract) :].startswith("In this work")
+    assert own_work_start("Pruning removes weights. Sparse networks keep accuracy.") == 0  # no own sentence: all count
+    texts = abstract.replace(". ", ".|").split("|")
+    scores = np.array([0.70, 0.65, 0.50, 0.20])
+    assert compare_quotes(texts, scores) == texts[:2]  # the field's background, closest to the aspect
+    assert compare_quotes(texts, scores, own_from=2) == texts[2:]
+    assert compare_quotes(texts, scores, k=3, own_from=3) == [texts[0], texts[1], texts[3]]  # too few own sentences
 
 
 def test_a_compared_paper_named_by_its_method_comes_before_a_loose_title_match() -> None:
