@@ -164,14 +164,18 @@ def with_subjects(verified: Verified) -> Verified:
     return replace(verified, sentences=tuple(sentences), text=" ".join(s.shown or s.text for s in sentences))
 
 
+def first_own_sentence(texts: Sequence[str]) -> int:
+    """The index of the first sentence in which the authors say what they do ("We propose ...",
+    "This paper ..."): the sentences before it are the field's background, which a quote would
+    present as the paper's claim ("Deep networks have achieved remarkable performance ...").
+    0 when no sentence says it."""
+    return next((i for i, text in enumerate(texts) if _CONTRIBUTION.search(text)), 0)
+
+
 def own_work_start(abstract: str) -> int:
-    """Where an abstract first says what its authors do ("We propose ...", "This paper ..."): the
-    sentences before it are the field's background, which a quote would present as the paper's
-    claim ("Deep networks have achieved remarkable performance ..."). 0 when no sentence says it."""
-    for start, end in sentence_spans(abstract):
-        if _CONTRIBUTION.search(abstract[start:end]):
-            return start
-    return 0
+    """The offset in ``abstract`` of its first own sentence (``first_own_sentence``)."""
+    spans = sentence_spans(abstract)
+    return spans[first_own_sentence([abstract[a:b] for a, b in spans])][0] if spans else 0
 
 
 def compare_quotes(texts: Sequence[str], scores: np.ndarray, k: int = 2, *, own_from: int = 0) -> list[str]:
@@ -979,13 +983,11 @@ class Answerer:
         quoted: list[Citation] = []
         for src in compared:
             abstract = self.index.papers[src.paper_id].abstract
-            spans = sentence_spans(abstract)
-            texts = [abstract[a:b] for a, b in spans]
+            texts = [abstract[a:b] for a, b in sentence_spans(abstract)]
             if not texts:
                 continue
             scores = score_sentences(aspect, vector, texts, self.sentence_embedder)
-            own = own_work_start(abstract)
-            best = compare_quotes(texts, scores, own_from=sum(a < own for a, _ in spans))
+            best = compare_quotes(texts, scores, own_from=first_own_sentence(texts))
             body = f"\u201c{src.title}\u201d: " + " ".join(best)
             lines.append(AnswerSentence(body, (number[src.paper_id],), True, verdict="quote"))
             quoted.append(
