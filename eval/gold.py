@@ -31,6 +31,8 @@ DATA_DIR = Path(__file__).parent / "data"
 # test8: written the same way once test7 had been read.
 # test9: written the same way once test8 had been read; only 13 papers were left that no earlier
 # split asks about, so its questions also use papers asked about once before (new questions).
+# test10: written the same way once test9 had been read; no paper is left that no split asks about,
+# so it asks new questions about papers asked exactly once before (none of them test9's).
 SPLITS: dict[str, Path] = {
     "dev": DATA_DIR / "dev.jsonl",
     "test": DATA_DIR / "test.jsonl",
@@ -42,6 +44,7 @@ SPLITS: dict[str, Path] = {
     "test7": DATA_DIR / "test7.jsonl",
     "test8": DATA_DIR / "test8.jsonl",
     "test9": DATA_DIR / "test9.jsonl",
+    "test10": DATA_DIR / "test10.jsonl",
 }
 DEFAULT_GOLD = SPLITS["dev"]
 
