@@ -85,14 +85,24 @@ class SentenceStream:
 
     ``verify`` verifies a text (complete sentences only) and returns the verifier's result;
     ``sources`` are the prompt's numbered sources (for the reasons' paper names). ``name_paper``
-    (a "which paper" question): the paper the first supported sentence cites is named before it,
-    as the final answer does ("The paper is “...”."), unless that sentence already names it.
+    (a "which paper" question) makes the sentence that names the paper the first supported
+    sentence cites, shown before it, as the final answer does ("The paper is “...”: “...”");
+    ``repeats`` tells a later sentence that adds nothing to that one, which is not shown.
     """
 
-    def __init__(self, verify: VerifyFn, sources: Sequence[Source], *, name_paper: bool = False) -> None:
+    def __init__(
+        self,
+        verify: VerifyFn,
+        sources: Sequence[Source],
+        *,
+        name_paper: Callable[[Citation], AnswerSentence] | None = None,
+        repeats: Callable[[AnswerSentence, AnswerSentence], bool] | None = None,
+    ) -> None:
         self._verify = verify
         self._sources = {s.n: s for s in sources}
         self._name_paper = name_paper
+        self._repeats = repeats
+        self._lead: AnswerSentence | None = None
         self.raw = ""
         self._done_at = 0  # characters of raw already verified
         self._taken = 0  # the verifier's sentences already shown
@@ -124,27 +134,17 @@ class SentenceStream:
         for sentence in verified.sentences[self._taken :]:
             self._taken += 1
             cited = tuple(by_n[n] for n in sentence.citations if n in by_n)
-            if self._name_paper and sentence.supported and cited:
-                self._name_paper = False
-                named = self._naming(cited[0], [*(c.sentence for c in self.shown), sentence], cut)
-                if named is not None:
-                    self.shown.append(named)
-                    out.append(named)
+            if self._name_paper is not None and self._lead is None and sentence.supported and cited:
+                self._lead = self._name_paper(cited[0])
+                named = Checked(len(self.shown), self._lead, (cited[0],), None, cut)
+                self.shown.append(named)
+                out.append(named)
+            if self._lead is not None and self._repeats is not None and self._repeats(sentence, self._lead):
+                continue
             checked = Checked(len(self.shown), sentence, cited, reason_words(sentence, self._sources), cut)
             self.shown.append(checked)
             out.append(checked)
         return out
-
-    def _naming(self, citation: Citation, sentences: Sequence[AnswerSentence], cut: int) -> Checked | None:
-        """The system's sentence naming the paper a "which paper" answer cites (as
-        ``Answerer.compose`` writes it), or None when the sentences already name it."""
-        name = short_title(citation.title).strip("\u201c\u201d").lower()
-        if name in " ".join(s.text for s in sentences).lower():
-            return None
-        body = f"The paper is \u201c{citation.title}\u201d."
-        shown = render_sentence(body, (citation.n,))
-        sentence = AnswerSentence(body, (citation.n,), True, shown=shown, verdict="system")
-        return Checked(len(self.shown), sentence, (citation,), None, cut)
 
     def __iter__(self) -> Iterator[Checked]:
         return iter(self.shown)

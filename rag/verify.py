@@ -578,19 +578,43 @@ class Verifier:
         )
         return replace(source, sentences=sentences)
 
-    def _fits(self, question: str, question_words: set[str], sources: Sequence[Source]) -> dict[int, bool]:
-        """Which sources fit ``question`` best: the one whose title and abstract hold most of the
-        question's words, and the one closest to it in meaning (ties count for each)."""
+    def _fit_scores(
+        self, question: str, question_words: set[str], sources: Sequence[Source]
+    ) -> tuple[list[int], np.ndarray]:
+        """How well each source fits ``question``: how many of its words the title and abstract
+        hold, and how close they are to it in meaning."""
         texts = []
         for src in sources:
             abstract = self.abstracts.get(src.paper_id) if self.abstracts is not None else None
             texts.append(f"{src.title}. {abstract or src.text}")
         coverage = [len(question_words & content_words(t)) for t in texts]
         sims = self.embedder.embed(texts) @ self.embedder.embed([question])[0]
+        return coverage, sims
+
+    def _fits(self, question: str, question_words: set[str], sources: Sequence[Source]) -> dict[int, bool]:
+        """Which sources fit ``question`` best: the one whose title and abstract hold most of the
+        question's words, and the one closest to it in meaning (ties count for each)."""
+        coverage, sims = self._fit_scores(question, question_words, sources)
         return {
             src.n: coverage[i] >= max(coverage) or float(sims[i]) >= float(np.max(sims)) - 1e-6
             for i, src in enumerate(sources)
         }
+
+    def best_fit(self, question: str, sources: Sequence[Source]) -> int | None:
+        """The number of the one source that fits a "which paper" question best by both measures
+        (it alone holds most of the question's words, and it is the closest in meaning), else None.
+
+        Where the two agree, that paper was the one asked for on every such question of the read
+        splits (33 of 33), the model's pick only 28 times, and no question about an absent topic
+        had such a paper; where they disagree, neither is a safe pick."""
+        if len(sources) < 2:
+            return None
+        coverage, sims = self._fit_scores(question, content_words(question), sources)
+        top = max(coverage)
+        best = int(np.argmax(sims))
+        if coverage.count(top) > 1 or coverage[best] != top:
+            return None
+        return sources[best].n
 
     def check(
         self,

@@ -222,9 +222,47 @@ def test_which_paper_answers_name_the_paper(fake_index) -> None:  # type: ignore
     )
     assert not ans.refused and ans.form == "which-paper"
     assert ans.sentences[0].verdict == "system"
-    assert ans.text.startswith(
-        "The paper is \u201cTiny Owls: Nocturnal Object Detection with Thermal Cameras\u201d [1]."
+    # named by the system and quoted where its authors say what they do; the model's sentence
+    # adds nothing to that and the question, so it is said once
+    assert ans.text == (
+        "The paper is \u201cTiny Owls: Nocturnal Object Detection with Thermal Cameras\u201d: \u201cWe collect "
+        "OwlSet, 12,000 thermal images of animals at night annotated with boxes, and train a detector called Tiny "
+        "Owl that runs at 30 frames per second on a laptop CPU.\u201d [1]"
     )
+    assert ans.citations[0].evidence[-1].startswith("We collect OwlSet")
+
+
+def _numbered(answerer: Answerer, question: str) -> dict[str, int]:
+    """The prompt number of each source of ``question``, by title."""
+    retrieval = answerer.retrieve(question, "which-paper", answerer.config)
+    return {s.title: s.n for s in answerer.select(retrieval, "which-paper", answerer.config)}
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        # only names the wrong paper: nothing verified, so the paper that fits is the answer
+        "The paper that collects thermal images of animals at night is \u201cGradient Gardening\u201d [{wrong}].",
+        # says something true of the wrong paper: that sentence answers another question and goes
+        "Gradient gardening waters each weight with a small gradient step and prunes those that wilt [{wrong}].",
+    ],
+)
+def test_a_which_paper_answer_names_the_paper_both_fit_measures_pick_not_the_models_wrong_one(
+    fake_index, reply: str
+) -> None:  # type: ignore[no-untyped-def]
+    question = "Which paper collects thermal images of animals at night and trains a detector that runs on a laptop CPU?"
+    probe = Answerer(CONFIG, index=fake_index, generator=FakeGenerator("unused"))
+    numbers = _numbered(probe, question)
+    owls = "Tiny Owls: Nocturnal Object Detection with Thermal Cameras"
+    wrong = next(n for title, n in numbers.items() if title != owls)
+    gen = FakeGenerator(reply.format(wrong=wrong))
+    ans = Answerer(CONFIG, index=fake_index, generator=gen).ask(question)
+    assert not ans.refused
+    assert [c.title for c in ans.citations] == [owls]
+    assert ans.text.startswith(f"The paper is \u201c{owls}\u201d: \u201cWe collect OwlSet") or ans.text.startswith(
+        f"\u201c{owls}\u201d reports: \u201cWe collect OwlSet"
+    )
+    assert "ardening" not in ans.text
 
 
 def test_list_questions_get_every_relevant_paper_named_without_the_model(fake_index) -> None:  # type: ignore[no-untyped-def]

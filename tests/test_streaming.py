@@ -151,7 +151,10 @@ def test_a_which_paper_answer_names_the_paper_as_it_streams(fake_index) -> None:
     events = list(answerer.stream("Which paper detects animals at night with thermal cameras?"))
     shown = [e for e in events if isinstance(e, SentenceEvent)]
     answer = events[-1].answer
-    assert answer.form == "which-paper" and [s.verdict for s in shown] == ["system", "supported"]
-    assert shown[0].text == "The paper is “Tiny Owls: Nocturnal Object Detection with Thermal Cameras” [1]."
+    # the model's sentence adds nothing to the system's, which names the paper in its own words
+    assert answer.form == "which-paper" and [s.verdict for s in shown] == ["system"]
+    assert shown[0].text.startswith(
+        "The paper is “Tiny Owls: Nocturnal Object Detection with Thermal Cameras”: “We collect OwlSet, 12,000"
+    )
     assert [s.text for s in shown] == [s.shown for s in answer.sentences]  # the final answer only confirms
     assert final_note([s.sentence for s in shown], answer) is None

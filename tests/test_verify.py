@@ -372,6 +372,25 @@ def test_a_number_given_to_another_item_of_a_respectively_list_is_unsupported(ve
     assert verifier.verify("The architectures reach error rates as low as 0.35% [1].", sources).sentences[0].supported
 
 
+def test_the_best_fit_of_a_which_paper_question_is_the_source_both_measures_pick(verifier: Verifier) -> None:
+    floor = source(1, "Layout Graphs for Floor Plan Generation", "We generate floor plans from layout graphs.")
+    hyper = source(
+        2,
+        "HyperZ Operator Networks",
+        "A small network takes pixel coordinates and generates large input-dependent filters for a second network.",
+    )
+    question = "Which paper has a small network that takes pixel coordinates and generates large filters?"
+    assert verifier.best_fit(question, [floor, hyper]) == 2
+    assert verifier.best_fit(question, [hyper]) is None  # one source: nothing to choose between
+    # the same words in two sources: coverage ties, so no source is picked
+    twin = source(3, "HyperZ Operator Networks Again", hyper.sentences[0].text)
+    assert verifier.best_fit(question, [floor, hyper, twin]) is None
+    # a source that holds most of the words but is not the closest in meaning is no safe pick either
+    terse = source(2, "HyperZ Operator Networks", "A small network maps pixel coordinates to large filters.")
+    wordy = source(4, "Owls", "small network takes pixel coordinates generates large filters " + "owls hoot " * 40)
+    assert verifier.best_fit(question, [terse, wordy]) is None
+
+
 def test_a_which_paper_answer_that_only_names_a_paper_must_name_the_one_the_question_describes(
     verifier: Verifier,
 ) -> None:
