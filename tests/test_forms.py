@@ -232,6 +232,15 @@ def test_which_paper_answers_name_the_paper(fake_index) -> None:  # type: ignore
     assert ans.citations[0].evidence[-1].startswith("We collect OwlSet")
 
 
+def test_a_which_paper_quote_passes_over_an_own_sentence_that_says_too_little(fake_index) -> None:  # type: ignore[no-untyped-def]
+    answerer = Answerer(CONFIG, index=fake_index, generator=FakeGenerator("unused"))
+    pid = next(p for p, paper in fake_index.papers.items() if paper.title.startswith("Tiny Owls"))
+    owls = fake_index.papers[pid]
+    vague = replace(owls, abstract=f"Night vision is hard. In this paper, we address both issues. {owls.abstract}")
+    answerer.index.papers[pid] = vague
+    assert answerer.paper_quote("Which paper detects owls?", pid).startswith("We collect OwlSet")
+
+
 def _numbered(answerer: Answerer, question: str) -> dict[str, int]:
     """The prompt number of each source of ``question``, by title."""
     retrieval = answerer.retrieve(question, "which-paper", answerer.config)
