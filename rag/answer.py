@@ -216,6 +216,32 @@ _POINTING = content_words(
 )
 
 
+def quoted(src: Source, text: str) -> Verified:
+    """An answer that is one sentence of ``src``'s abstract, quoted with its citation."""
+    body = f"\u201c{src.title}\u201d reports: \u201c{text}\u201d"
+    sentence = AnswerSentence(body, (1,), True, shown=render_sentence(body, (1,)), verdict="quote")
+    return Verified(
+        text=sentence.shown,
+        sentences=(sentence,),
+        citations=(Citation(1, src.paper_id, src.title, src.files, (text,), src.retrieval_score, src.n),),
+        invalid_citations=0,
+        said_cannot_answer=False,
+    )
+
+
+def which_paper_lead(citation: Citation, quote: str) -> AnswerSentence:
+    """The system's sentence that opens a "which paper" answer: the cited paper's title, from the
+    citation, and its own words (``Answerer.paper_quote``)."""
+    body = f"The paper is \u201c{citation.title}\u201d" + (f": \u201c{quote}\u201d" if quote else ".")
+    return AnswerSentence(body, (citation.n,), True, shown=render_sentence(body, (citation.n,)), verdict="system")
+
+
+def first_cited(sentences: Sequence[AnswerSentence], citations: Sequence[Citation]) -> Citation | None:
+    """The citation of the first supported sentence: the paper a "which paper" answer names."""
+    by_n = {c.n: c for c in citations}
+    return next((by_n[s.citations[0]] for s in sentences if s.supported and s.citations and s.citations[0] in by_n), None)
+
+
 def norm_words(text: str) -> set[str]:
     """Lower-cased words of ``text`` with punctuation removed ("SN-Net" -> {"snnet"})."""
     return {re.sub(r"[^0-9a-z]", "", w.lower()) for w in text.split()} - {""}
@@ -666,7 +692,7 @@ class Answerer:
             SentenceStream(
                 lambda done: self.verify(standalone, done, sources, form, cfg),
                 sources,
-                name_paper=(lambda c: self.which_paper_lead(standalone, c))
+                name_paper=(lambda c: which_paper_lead(c, self.paper_quote(standalone, c.paper_id)))
                 if form == "which-paper" and cfg.answer_forms
                 else None,
                 repeats=lambda sentence, lead: self.adds_nothing(sentence, lead, standalone),
@@ -990,11 +1016,10 @@ class Answerer:
         answer another question, however true they are of the paper they cite. With none left,
         nothing is verified, and the fallback names the paper that fits."""
         src = next((x for x in sources if x.n == fit), None)
-        by_n = {c.n: c.paper_id for c in verified.citations}
-        first = next((s for s in verified.sentences if s.supported and s.citations and s.citations[0] in by_n), None)
-        if src is None or first is None or by_n[first.citations[0]] == src.paper_id:
+        named = first_cited(verified.sentences, verified.citations)
+        if src is None or named is None or named.paper_id == src.paper_id:
             return verified
-        own = {n for n, pid in by_n.items() if pid == src.paper_id}
+        own = {c.n for c in verified.citations if c.paper_id == src.paper_id}
         kept = [s for s in verified.sentences if s.supported and own & set(s.citations)]
         sentences, citations = renumbered(kept, verified.citations)
         return replace(
@@ -1010,26 +1035,17 @@ class Answerer:
         """A "which paper" answer starts with the paper its first verified sentence cites, named by
         the system and quoted in its own words ("The paper is “X”: “In this paper, we propose
         ...”"); the model's sentences that add nothing to that are said once."""
-        by_n = {c.n: c for c in citations}
-        first = next((s for s in sentences if s.supported and s.citations and s.citations[0] in by_n), None)
-        if first is None:
+        named = first_cited(sentences, citations)
+        if named is None:
             return sentences, citations
-        named = by_n[first.citations[0]]
-        lead = self.which_paper_lead(question, named)
-        rest = [s for s in sentences if not self.adds_nothing(s, lead, question)]
         quote = self.paper_quote(question, named.paper_id)
+        lead = which_paper_lead(named, quote)
+        rest = [s for s in sentences if not self.adds_nothing(s, lead, question)]
         citations = [
             replace(c, evidence=tuple(dict.fromkeys((*c.evidence, quote)))) if c.n == named.n and quote else c
             for c in citations
         ]
         return renumbered([lead, *rest], citations)
-
-    def which_paper_lead(self, question: str, citation: Citation) -> AnswerSentence:
-        """The system's sentence that opens a "which paper" answer: the cited paper's title, from
-        the citation, and its own words (``paper_quote``)."""
-        quote = self.paper_quote(question, citation.paper_id)
-        body = f"The paper is \u201c{citation.title}\u201d" + (f": \u201c{quote}\u201d" if quote else ".")
-        return AnswerSentence(body, (citation.n,), True, shown=render_sentence(body, (citation.n,)), verdict="system")
 
     @staticmethod
     def adds_nothing(sentence: AnswerSentence, lead: AnswerSentence, question: str) -> bool:
@@ -1129,16 +1145,7 @@ class Answerer:
         names it). None otherwise (the question stays refused)."""
         src = next((x for x in sources if x.n == fit), None)
         if src is not None:
-            quote = self.paper_quote(question, src.paper_id)
-            body = f"\u201c{src.title}\u201d reports: \u201c{quote}\u201d"
-            sentence = AnswerSentence(body, (1,), True, shown=render_sentence(body, (1,)), verdict="quote")
-            return Verified(
-                text=sentence.shown,
-                sentences=(sentence,),
-                citations=(Citation(1, src.paper_id, src.title, src.files, (quote,), src.retrieval_score, src.n),),
-                invalid_citations=0,
-                said_cannot_answer=False,
-            )
+            return quoted(src, self.paper_quote(question, src.paper_id))
         q_words = content_words(question)
         wants_number = bool(_WANTS_NUMBER.search(question))
         pointed = set(find_citations(raw)) if _YES_NO.match(question) else set()
@@ -1167,16 +1174,7 @@ class Answerer:
         if best is None:
             return None
         _, src, text = best
-        body = f"\u201c{src.title}\u201d reports: \u201c{text}\u201d"
-        sentence = AnswerSentence(body, (1,), True, shown=render_sentence(body, (1,)), verdict="quote")
-        citation = Citation(1, src.paper_id, src.title, src.files, (text,), src.retrieval_score, src.n)
-        return Verified(
-            text=sentence.shown,
-            sentences=(sentence,),
-            citations=(citation,),
-            invalid_citations=0,
-            said_cannot_answer=False,
-        )
+        return quoted(src, text)
 
     def compose_list(
         self, base: dict[str, Any], sources: Sequence[Source], timings: dict[str, float], start: float
