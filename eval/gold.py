@@ -33,6 +33,8 @@ DATA_DIR = Path(__file__).parent / "data"
 # split asks about, so its questions also use papers asked about once before (new questions).
 # test10: written the same way once test9 had been read; no paper is left that no split asks about,
 # so it asks new questions about papers asked exactly once before (none of them test9's).
+# test11: written the same way once test10 had been read, from papers asked exactly once before
+# (none of them test9's or test10's); more absent topics (7), phrased near the collection's subjects.
 SPLITS: dict[str, Path] = {
     "dev": DATA_DIR / "dev.jsonl",
     "test": DATA_DIR / "test.jsonl",
@@ -45,6 +47,7 @@ SPLITS: dict[str, Path] = {
     "test8": DATA_DIR / "test8.jsonl",
     "test9": DATA_DIR / "test9.jsonl",
     "test10": DATA_DIR / "test10.jsonl",
+    "test11": DATA_DIR / "test11.jsonl",
 }
 DEFAULT_GOLD = SPLITS["dev"]
 
