@@ -15,7 +15,16 @@ from typing import Any
 from rag.evidence import content_words, stem
 from rag.filters import PaperFilter
 from rag.types import AnswerSentence, Paper, RetrievedPaper
-from rag.verify import COUNT_ISSUES, DESCRIPTORS, evidence_tokens, name_found, names_in, norm_name, undescribed
+from rag.verify import (
+    COUNT_ISSUES,
+    DESCRIPTORS,
+    compound_found,
+    evidence_tokens,
+    name_found,
+    names_in,
+    norm_name,
+    undescribed,
+)
 
 # Reason codes, stable for programs (the UI, the API, the eval).
 NO_RELEVANT_PAPER = "no-relevant-paper"
@@ -145,6 +154,8 @@ def absent_question_names(question: str, cited: Collection[str], papers: Mapping
         named = [p for p in parts if p not in DESCRIPTORS]  # "ResNet-style": the style is the asker's
         if len(parts) > 1 and named and all(name_found(p, tokens) for p in named):
             continue  # "long-tailed": "long" and "tailed" are both there
+        if compound_found(word, tokens):
+            continue  # "ImageNet-pretrained": "pre-training on ImageNet"
         if re.fullmatch(r"[A-Z][a-z]+", word):
             used = content_words(text) if used is None else used
             if stem(word) in used:

@@ -262,7 +262,7 @@ def norm_name(token: str) -> str:
 # Second parts of a hyphenated word that describe the name before them rather than name anything.
 DESCRIPTORS = frozenset(
     "style like based level free specific aware wise driven scale type sized related oriented centric inspired "
-    "guided dependent".split()
+    "guided dependent only".split()
 )
 _DESCRIBED = re.compile(r"^(.+?)(?:-(?:" + "|".join(sorted(DESCRIPTORS)) + r"))+$", re.IGNORECASE)
 
@@ -431,7 +431,10 @@ def evidence_tokens(text: str) -> set[str]:
     norms = [norm_name(t) for t in raw]
     for t, n in zip(raw, norms, strict=True):
         tokens.add(n)
-        tokens.update(norm_name(p) for p in re.split(r"[-/]", t))
+        hyphen_parts = [norm_name(p) for p in re.split(r"[-/]", t)]
+        tokens.update(hyphen_parts)
+        # and every run of them: "LG-ANNA-Embedding" backs "LG-ANNA"
+        tokens.update("".join(hyphen_parts[i:j]) for i in range(len(hyphen_parts)) for j in range(i + 2, len(hyphen_parts) + 1))
         tokens.update(norm_name(p) for p in _CAMEL.split(t))  # "MaskR-CNN" also backs "Mask"
     tokens.update(a + b for a, b in zip(norms, norms[1:], strict=False))
     # Acronyms of the phrases written out: "machine learning" backs "ML", "large language
@@ -452,6 +455,45 @@ def name_found(name: str, tokens: set[str]) -> bool:
         or (name.endswith("s") and name[:-1] + "es" in tokens)
         or (name.endswith("y") and name[:-1] + "ies" in tokens)  # "library" / "libraries"
     )
+
+
+_HYPHEN = re.compile(r"[-/]")
+
+
+def compound_found(word: str, tokens: set[str]) -> bool:
+    """A hyphenated name made of a name and plain words, each written in the text, the plain words
+    perhaps in another form: "ImageNet-pretrained" in "pre-training on ImageNet", "CT-only" in
+    "Task 1 (CT)". A part with a digit is a version or a size ("ResNet-101"), never loose."""
+    parts = [p for p in _HYPHEN.split(undescribed(word.strip("\"'()[]{}.,;:!?“”‘’"))) if norm_name(p)]
+    named = [p for p in parts if norm_name(p) not in DESCRIPTORS]
+    if len(parts) < 2 or not named or any(c.isdigit() for p in parts for c in p):
+        return False
+    stems: set[str] | None = None
+    for part in named:
+        if name_found(norm_name(part), tokens):
+            continue
+        if not (part.isalpha() and part.islower()):
+            return False
+        stems = {stem(t) for t in tokens if t.isalpha()} if stems is None else stems
+        if stem(part) not in stems:
+            return False
+    return True
+
+
+def missing_names_of(sentence: str, tokens: set[str]) -> list[str]:
+    """The names of ``sentence`` (``names_in``) that ``tokens`` (``evidence_tokens``) do not hold,
+    as the sentence writes them; a hyphenated name is found when its parts are (``compound_found``)."""
+    absent = {n for n in names_in(sentence) if not name_found(n, tokens)}
+    if not absent:
+        return []
+    out = []
+    for word in dict.fromkeys(t.strip("\"'()[]{}.,;:!?“”‘’") for t in sentence.split()):
+        name = norm_name(undescribed(word))
+        if name in absent:
+            absent.discard(name)
+            if not compound_found(word, tokens):
+                out.append(word)
+    return out + sorted(absent)  # a name split across spaces stays normalised
 
 
 def novel_words(claim: str, question_words: set[str], title: str = "", *, keep_title: bool = False) -> set[str]:
@@ -673,7 +715,7 @@ class Verifier:
             )
         )
         tokens = evidence_tokens(evidence)
-        missing_names = tuple(sorted(n for n in names_in(claim) if not name_found(n, tokens)))
+        missing_names = tuple(sorted(norm_name(n) for n in missing_names_of(claim, tokens)))
         sims = self.embedder.embed(texts) @ claim_vector
         # Show a sentence as the support where there is one; titles only back names and topics.
         n_titles = len(sources)

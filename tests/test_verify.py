@@ -412,3 +412,28 @@ def test_a_which_paper_answer_that_only_names_a_paper_must_name_the_one_the_ques
     # a claim that says what the paper does is checked on what it says, not by this rule
     said = "Layout Graphs for Floor Plan Generation uses skip connections [1]."
     assert verifier.verify(said, sources, question=question, form="which-paper").sentences[0].supported
+
+
+def test_a_name_written_as_part_of_a_longer_hyphenated_name_is_found() -> None:
+    from rag.verify import evidence_tokens, name_found
+
+    tokens = evidence_tokens("LG-ANNA-Embedding technical report. Built upon Mistral-7B.")
+    assert name_found("lganna", tokens) and name_found("annaembedding", tokens)
+    assert not name_found("lgembedding", tokens)  # parts that are not next to each other
+
+
+def test_only_describes_the_name_before_it() -> None:
+    # "CT-only": the paper says "Task 1 (CT)"; "only" is the writer's word.
+    assert names_in("The ensemble reaches 90.13 on the CT-only task.") == {"ct"}
+
+
+def test_a_hyphenated_name_is_found_when_its_parts_are() -> None:
+    from rag.verify import compound_found, evidence_tokens, missing_names_of
+
+    tokens = evidence_tokens("Pre-training on ImageNet helps; we fine-tune a ResNet with 101 layers.")
+    assert compound_found("ImageNet-pretrained", tokens)
+    assert missing_names_of("An ImageNet-pretrained ResNet is fine-tuned.", tokens) == []
+    # a version or size must be written as one name
+    assert not compound_found("ResNet-101", tokens)
+    assert missing_names_of("A ResNet-101 is fine-tuned.", tokens) == ["ResNet-101"]
+    assert missing_names_of("An ImageNet-distilled ResNet is fine-tuned.", tokens) == ["ImageNet-distilled"]
