@@ -56,7 +56,7 @@ def content_hash(*parts: str) -> str:
 # punkt's trained English list (which misses "et al.", "Fig.", "e.g.", "Sec.", "Tab."; "et" for the
 # "et. al." that abstracts and models write).
 _ABBREVIATIONS = frozenset(
-    "et al fig figs e.g i.e sec secs eq eqs vs cf approx resp tab tabs ref refs no nos etc viz w.r.t c.f ca pp ch app".split()
+    "et al fig figs e.g i.e sec secs eq eqs vs cf approx resp tab tabs ref refs no nos etc viz w.r.t c.f ca pp ch app dist".split()
 )
 
 

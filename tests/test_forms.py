@@ -103,6 +103,12 @@ def test_trained_sentence_splitter_keeps_abbreviations_inside_sentences() -> Non
         "It extends the work of Kataoka et. al. (2020) by proposing fractals.",
         "It helps.",
     ]
+    # "dist. shifts" (distribution shifts), as an abstract of the corpus writes it
+    text = "It is robust on ImageNet dist. shifts and VTAB. On DataComp it wins."
+    assert [text[a:b] for a, b in sentence_spans(text)] == [
+        "It is robust on ImageNet dist. shifts and VTAB.",
+        "On DataComp it wins.",
+    ]
 
 
 OWL = Source(
