@@ -18,6 +18,8 @@ from rag.types import AnswerSentence, Paper, RetrievedPaper
 from rag.verify import (
     COUNT_ISSUES,
     DESCRIPTORS,
+    HYPHEN,
+    NAME_PUNCT,
     compound_found,
     evidence_tokens,
     name_found,
@@ -126,9 +128,6 @@ class RefusalPolicy:
         return ANSWER
 
 
-_SPLIT_NAME = re.compile(r"[-/]")
-
-
 def absent_question_names(question: str, cited: Collection[str], papers: Mapping[str, Paper]) -> list[str]:
     """Names in the question (acronyms, CamelCase, capitalised or letter-digit words) that no cited
     paper (``cited``: paper ids) mentions in its title or abstract, as the question writes them. An
@@ -150,11 +149,11 @@ def absent_question_names(question: str, cited: Collection[str], papers: Mapping
     for word in dict.fromkeys(t.strip("\"'()[]{}.,;:!?") for t in question.split()):
         if norm_name(undescribed(word)) not in absent:
             continue
-        parts = [norm_name(p) for p in _SPLIT_NAME.split(word) if norm_name(p)]
+        parts = [norm_name(p) for p in HYPHEN.split(word) if norm_name(p)]
         named = [p for p in parts if p not in DESCRIPTORS]  # "ResNet-style": the style is the asker's
         if len(parts) > 1 and named and all(name_found(p, tokens) for p in named):
             continue  # "long-tailed": "long" and "tailed" are both there
-        if compound_found(word, tokens):
+        if compound_found(word.strip(NAME_PUNCT), tokens):
             continue  # "ImageNet-pretrained": "pre-training on ImageNet"
         if re.fullmatch(r"[A-Z][a-z]+", word):
             used = content_words(text) if used is None else used

@@ -31,6 +31,10 @@ _NUMBER = re.compile(
 # A token that is a number with its unit or scale, not a name ("3x", "14M", "1.4B").
 _NUMBER_TOKEN = re.compile(r"^\d+(?:\.\d+)?(?:[%xX×]|[kKMBT])$")
 _TOKEN = re.compile(r"[^\s]+")
+# What surrounds a name in running text (quotes, brackets, punctuation), stripped before it is read.
+NAME_PUNCT = "\"'()[]{}.,;:!?“”‘’"
+# Where a hyphenated (or slashed) name splits into its parts.
+HYPHEN = re.compile(r"[-/]")
 _REFUSAL = re.compile(
     r"(\b(sources?|context|documents?|papers?|abstracts?|information|collection)\b[^.]*\b(do(es)?\s+not|don't|doesn't|"
     r"cannot|can't|no|not)\b[^.]*\b(answer|contain|mention|provide|include|information|say|specify|cover|discuss|address)"
@@ -281,7 +285,7 @@ def names_in(sentence: str) -> set[str]:
     out: set[str] = set()
     starts = True  # at the start of a sentence, where any word is capitalised
     for raw in _TOKEN.findall(sentence):
-        token = undescribed(raw.strip("\"'()[]{}.,;:!?“”‘’"))
+        token = undescribed(raw.strip(NAME_PUNCT))
         at_start = starts
         if any(c.isalpha() for c in raw):  # emoji and numbers do not start the sentence
             starts = False
@@ -426,20 +430,21 @@ def evidence_tokens(text: str) -> set[str]:
     """Normalised tokens of the evidence, their hyphen parts, and adjacent pairs joined
     (so 'ResNet-50', 'ResNet 50' and 'ResNet50' all match); "@" separates tokens."""
     # "IITR-CIOL@NLU" (a team at a workshop) is two names
-    raw = [t.strip("\"'()[]{}.,;:!?“”‘’") for t in _TOKEN.findall(plain(text).replace("@", " "))]
+    raw = [t.strip(NAME_PUNCT) for t in _TOKEN.findall(plain(text).replace("@", " "))]
     tokens: set[str] = set()
     norms = [norm_name(t) for t in raw]
     for t, n in zip(raw, norms, strict=True):
         tokens.add(n)
-        hyphen_parts = [norm_name(p) for p in re.split(r"[-/]", t)]
+        hyphen_parts = [norm_name(p) for p in HYPHEN.split(t)]
         tokens.update(hyphen_parts)
         # and every run of them: "LG-ANNA-Embedding" backs "LG-ANNA"
-        tokens.update("".join(hyphen_parts[i:j]) for i in range(len(hyphen_parts)) for j in range(i + 2, len(hyphen_parts) + 1))
+        runs = range(len(hyphen_parts) + 1)
+        tokens.update("".join(hyphen_parts[i:j]) for i in runs for j in runs if j >= i + 2)
         tokens.update(norm_name(p) for p in _CAMEL.split(t))  # "MaskR-CNN" also backs "Mask"
     tokens.update(a + b for a, b in zip(norms, norms[1:], strict=False))
     # Acronyms of the phrases written out: "machine learning" backs "ML", "large language
     # models" backs "LLMs" (initials of 2-5 consecutive words, hyphen parts counted as words).
-    parts = [p for t in raw for p in re.split(r"[-/]", t) if p and p[0].isalpha()]
+    parts = [p for t in raw for p in HYPHEN.split(t) if p and p[0].isalpha()]
     for size in range(2, 6):
         for i in range(len(parts) - size + 1):
             tokens.add("".join(p[0].lower() for p in parts[i : i + size]))
@@ -457,14 +462,12 @@ def name_found(name: str, tokens: set[str]) -> bool:
     )
 
 
-_HYPHEN = re.compile(r"[-/]")
-
-
 def compound_found(word: str, tokens: set[str]) -> bool:
     """A hyphenated name made of a name and plain words, each written in the text, the plain words
     perhaps in another form: "ImageNet-pretrained" in "pre-training on ImageNet", "CT-only" in
-    "Task 1 (CT)". A part with a digit is a version or a size ("ResNet-101"), never loose."""
-    parts = [p for p in _HYPHEN.split(undescribed(word.strip("\"'()[]{}.,;:!?“”‘’"))) if norm_name(p)]
+    "Task 1 (CT)". A part with a digit is a version or a size ("ResNet-101"), never loose.
+    ``word`` is as written, the punctuation around it stripped (``NAME_PUNCT``)."""
+    parts = [p for p in HYPHEN.split(undescribed(word)) if norm_name(p)]
     named = [p for p in parts if norm_name(p) not in DESCRIPTORS]
     if len(parts) < 2 or not named or any(c.isdigit() for p in parts for c in p):
         return False
@@ -487,7 +490,7 @@ def missing_names_of(sentence: str, tokens: set[str]) -> list[str]:
     if not absent:
         return []
     out = []
-    for word in dict.fromkeys(t.strip("\"'()[]{}.,;:!?“”‘’") for t in sentence.split()):
+    for word in dict.fromkeys(t.strip(NAME_PUNCT) for t in sentence.split()):
         name = norm_name(undescribed(word))
         if name in absent:
             absent.discard(name)
