@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=(*SPLITS, "all"),
         default="dev",
         help="bundled gold split: dev (tuned on), test (held out, then read while fixing what it showed), "
-        "test2 to test10 (held out, then read), test11 (held out: run it before and after a piece of work, "
+        "test2 to test10 (held out, then read), test11 and test12 (held out: run them before and after a piece of work, "
         "never tune on it) or all (default: dev)",
     )
     p.add_argument("--gold", type=Path, default=None, help="your own gold JSONL file instead of a bundled split")

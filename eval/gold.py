@@ -35,6 +35,8 @@ DATA_DIR = Path(__file__).parent / "data"
 # so it asks new questions about papers asked exactly once before (none of them test9's).
 # test11: written the same way once test10 had been read, from papers asked exactly once before
 # (none of them test9's or test10's); more absent topics (7), phrased near the collection's subjects.
+# test12: written the same way once test11 had been run blind, from papers asked exactly once before
+# (none of them test9's, test10's or test11's); no absent topic asked before is asked again.
 SPLITS: dict[str, Path] = {
     "dev": DATA_DIR / "dev.jsonl",
     "test": DATA_DIR / "test.jsonl",
@@ -48,6 +50,7 @@ SPLITS: dict[str, Path] = {
     "test9": DATA_DIR / "test9.jsonl",
     "test10": DATA_DIR / "test10.jsonl",
     "test11": DATA_DIR / "test11.jsonl",
+    "test12": DATA_DIR / "test12.jsonl",
 }
 DEFAULT_GOLD = SPLITS["dev"]
 

@@ -299,6 +299,8 @@ def test_bundled_test_split_is_complete_and_checked_against_the_abstracts() -> N
         ("test10", ("dev", "test", "test2", "test3", "test4", "test5", "test6", "test7", "test8", "test9"), 6, 6, "again"),
         # the same way, none of test9's or test10's papers
         ("test11", ("dev", "test", "test2", "test3", "test4", "test5", "test6", "test7", "test8", "test9", "test10"), 6, 6, "again"),
+        # the same way, none of test9's, test10's or test11's papers
+        ("test12", ("dev", "test", "test2", "test3", "test4", "test5", "test6", "test7", "test8", "test9", "test10", "test11"), 6, 6, "again"),
     ],
 )
 def test_later_held_out_splits_are_checked_against_the_abstracts(
