@@ -1124,7 +1124,12 @@ class Answerer:
             for src in sources
         }
 
+        def full_titled(src: Source) -> bool:  # its whole title, as written
+            return src.title.strip().lower() in question.lower()
+
         def titled(src: Source) -> bool:  # its title or short name, as written
+            # After whole titles: a short name can be part of another paper's title ("Label Noise:
+            # Ignorance Is Bliss" in "... Robust to Massive Label Noise").
             short = short_title(src.title).strip("\u201c\u201d").lower()
             return len(short) > 2 and short in question.lower()
 
@@ -1137,7 +1142,7 @@ class Answerer:
             return bool(title) and len(title & asked) >= 0.6 * len(title)
 
         ordered: list[Source] = []
-        for test in (titled, method_named, title_words, lambda _src: True):
+        for test in (full_titled, titled, method_named, title_words, lambda _src: True):
             ordered += [src for src in sources if src not in ordered and test(src)]
         return ordered[:2]
 

@@ -519,3 +519,25 @@ def test_a_compared_paper_named_by_its_method_comes_before_a_loose_title_match()
     stub = SimpleNamespace(index=SimpleNamespace(papers=papers))
     # the third paper shares most of its title's words with the question, but names nothing it asks about
     assert [s.paper_id for s in Answerer.compared(stub, question, sources)] == ["causal", "ast"]  # type: ignore[arg-type]
+
+
+def test_a_whole_title_in_the_question_comes_before_a_short_name_inside_it() -> None:
+    from types import SimpleNamespace
+
+    papers = {
+        p.paper_id: p
+        for p in (
+            Paper("bliss", "Label Noise: Ignorance Is Bliss", "We study label noise."),
+            Paper("elr", "Early-Learning Regularization Prevents Memorization of Noisy Labels", "We regularize."),
+            Paper("massive", "Deep Learning is Robust to Massive Label Noise", "Networks generalize."),
+        )
+    }
+    sources = [Source(i + 1, pid, papers[pid].title, (), 1.0) for i, pid in enumerate(papers)]
+    question = (
+        "How do 'Early-Learning Regularization Prevents Memorization of Noisy Labels' and 'Deep Learning is Robust "
+        "to Massive Label Noise' differ in how they deal with noisy training labels?"
+    )
+    stub = SimpleNamespace(index=SimpleNamespace(papers=papers))
+    # "Label Noise", the first paper's short name, is written in the question only inside another title
+    assert [s.paper_id for s in Answerer.compared(stub, question, sources)] == ["elr", "massive"]  # type: ignore[arg-type]
+
