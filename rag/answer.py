@@ -138,10 +138,37 @@ _NOT_TOPIC = frozenset(content_words("collection corpus find findings papers wor
 
 # A sentence in which the authors say what they do.
 # "this article" and its kin are how surveys and reports say it ("This article establishes ...").
+# "Our" of people at large is not the authors' ("... a paradigm shift in our ability to comprehend
+# raw data": the field's background).
 _CONTRIBUTION = re.compile(
-    r"\b(we|our|this (paper|work|study|article|report|survey|review|thesis|chapter|manuscript))\b", re.IGNORECASE
+    r"\b(we|our(?!\s+(?:ability|abilities|understanding|lives|life|daily|society|world|knowledge|everyday)\b)"
+    r"|this (paper|work|study|article|report|survey|review|thesis|chapter|manuscript))\b",
+    re.IGNORECASE,
 )
 _CONTRIBUTION_BONUS = 0.1
+
+
+# A sentence that only says where the code is ("Our code and models are available at
+# https://github.com/..."): it tells nothing of the paper, so it is never quoted.
+_URL = re.compile(r"\S*(?:https?://|www\.|github\.com)\S*", re.IGNORECASE)
+_CODE_WORDS = re.compile(r"\b(code|codes|implementation|github|repository|open-sourced)\b", re.IGNORECASE)
+_WHERE = re.compile(r"\b(available|released?|open-sourced?|found|shared|download)\b", re.IGNORECASE)
+_AVAILABILITY = frozenset(
+    content_words(
+        "code codes data dataset datasets model models pretrained pre-trained trained weights checkpoints "
+        "implementation implementations source available publicly public release released open-source "
+        "open-sourced project page website github repository link found make made online upon request all"
+    )
+)
+
+
+def only_availability(text: str) -> bool:
+    """Whether ``text`` only says where the code, data or models are (two content words or fewer
+    besides that): "The code is available at https://...", "MRL code and pretrained models are
+    open-sourced at ..."."""
+    if not (_URL.search(text) or (_CODE_WORDS.search(text) and _WHERE.search(text))):
+        return False
+    return len(content_words(_URL.sub(" ", text)) - _AVAILABILITY) < 3
 
 
 def contribution_bonus(text: str) -> float:
@@ -194,6 +221,7 @@ def compare_quotes(texts: Sequence[str], scores: np.ndarray, k: int = 2, *, own_
     counts a little more ("Few-shot classification aims to ..." compares nothing)."""
     bonus = np.array([contribution_bonus(t) for t in texts])
     ranked = [int(i) for i in np.argsort(-(np.asarray(scores) + bonus), kind="stable")]
+    ranked = [i for i in ranked if not only_availability(texts[i])] or ranked
     own = [i for i in ranked if i >= own_from]
     chosen = (own + [i for i in ranked if i < own_from])[:k]
     return [texts[i] for i in sorted(chosen)]
@@ -203,7 +231,8 @@ def list_quote(sentences: Sequence[EvidenceSentence], own_from: int = 0) -> Evid
     """The sentence a list answer quotes for a paper: the closest to the topic among the authors' own
     (starting at offset ``own_from`` of the abstract; the background before it only when no other
     sentence was selected), where a sentence in which they say what they do counts a little more."""
-    own = [e for e in sentences if e.start >= own_from] or list(sentences)
+    said = [e for e in sentences if not only_availability(e.text)]
+    own = [e for e in said if e.start >= own_from] or said
     return max(own, key=lambda e: e.score + contribution_bonus(e.text), default=None)
 
 
@@ -1014,7 +1043,7 @@ class Answerer:
             return ""
         own = first_own_sentence(texts)
         for text in texts[own:]:
-            if _CONTRIBUTION.search(text) and len(content_words(text)) >= _QUOTE_MIN_WORDS:
+            if _CONTRIBUTION.search(text) and len(content_words(text)) >= _QUOTE_MIN_WORDS and not only_availability(text):
                 return text
         scores = score_sentences(question, self.index.query_vector(question), texts, self.sentence_embedder)
         return compare_quotes(texts, scores, k=1, own_from=own)[0]
@@ -1167,6 +1196,8 @@ class Answerer:
         best: tuple[float, Source, str] | None = None
         for src in sources:
             for sent in src.sentences:
+                if only_availability(sent.text):
+                    continue
                 # A "respectively" sentence that gives a number to the very item the question names
                 # ("... on NORB, CIFAR10 and MNIST ... 2.53%, 19.51%, 0.35%, respectively" for "... on
                 # CIFAR10?") answers it, though it shares few of its words; as does a pointed paper's.

@@ -541,3 +541,33 @@ def test_a_whole_title_in_the_question_comes_before_a_short_name_inside_it() -> 
     # "Label Noise", the first paper's short name, is written in the question only inside another title
     assert [s.paper_id for s in Answerer.compared(stub, question, sources)] == ["elr", "massive"]  # type: ignore[arg-type]
 
+
+def test_a_sentence_that_only_says_where_the_code_is_is_never_quoted() -> None:
+    from rag.answer import compare_quotes, list_quote, only_availability
+    from rag.types import EvidenceSentence
+
+    code = "Our code and models are available at https://github.com/szagoruyko/wide-residual-networks"
+    assert only_availability(code)
+    assert only_availability("The code and models are publicly available online.")
+    assert not only_availability("For others, such as Polish, few models are available.")  # says something
+    assert not only_availability("We propose a new code generation model.")  # no "where"
+    assert not only_availability(
+        "The re-labeled ImageNet training set, pre-trained weights, and the source code are available at "
+        "https://github.com/naver-ai/relabel_imagenet."
+    )
+    texts = ["We widen residual networks.", "WRNs beat thin deep ones on CIFAR.", code]
+    assert compare_quotes(texts, np.array([0.3, 0.2, 0.9])) == texts[:2]
+    quoted = EvidenceSentence(0, 10, code, 0.9)
+    own = EvidenceSentence(11, 20, "We widen residual networks.", 0.3)
+    assert list_quote([quoted, own]) == own
+
+
+def test_our_of_people_at_large_is_not_the_authors_own_sentence() -> None:
+    from rag.answer import own_work_start
+
+    abstract = (
+        "Deep Neural Networks have created a paradigm shift in our ability to comprehend raw data. "
+        "A practical concern is protecting the models. We propose BlackMarks, a watermarking framework."
+    )
+    assert abstract[own_work_start(abstract) :].startswith("We propose BlackMarks")
+
