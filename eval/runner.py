@@ -113,7 +113,7 @@ _BUILD_FIELDS = ("index_dir", "corpus", "progress", "embed_batch_size", "chunk_o
 # Raise a pipeline's version when its code changes what an answer is (evidence, verification,
 # refusal rules, what a record holds), so its cached answers from before the change are computed
 # again; the other pipelines' caches stay valid.
-PIPELINE_VERSIONS = {"product": 24, "naive": 4, "llamaindex-citation": 4}
+PIPELINE_VERSIONS = {"product": 25, "naive": 4, "llamaindex-citation": 4}
 # The settings the baselines read; the product's other settings do not change their answers.
 _BASELINE_FIELDS = ("model", "top_k", "retrieval_mode", "candidates", "rrf_k", "max_answer_tokens", "n_ctx")
 
