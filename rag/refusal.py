@@ -128,11 +128,26 @@ class RefusalPolicy:
         return ANSWER
 
 
+# Suffixes that make a name a likeness ("BERT-style pretraining", "ResNet-like"): the question asks
+# about something like a name the collection knows, which a paper may describe in its own words
+# ("masked language modeling"). A likeness of a name no paper mentions ("GraphGPT-style") still
+# asks about that name.
+_LIKENESS = re.compile(r"-(?:style|like|inspired|type)$", re.IGNORECASE)
+
+
+def known_likeness(word: str, papers: Mapping[str, Paper]) -> bool:
+    """Whether ``word`` is a likeness ("BERT-style") of a name some paper of the collection mentions."""
+    if not _LIKENESS.search(word):
+        return False
+    name = norm_name(undescribed(word))
+    return any(name_found(name, evidence_tokens(f"{p.title} {p.abstract}")) for p in papers.values())
+
+
 def absent_question_names(question: str, cited: Collection[str], papers: Mapping[str, Paper]) -> list[str]:
     """Names in the question (acronyms, CamelCase, capitalised or letter-digit words) that no cited
     paper (``cited``: paper ids) mentions in its title or abstract, as the question writes them. An
     acronym is found when its expansion is written ("ML": "machine learning"); a hyphenated name
-    when its parts are."""
+    when its parts are; a likeness of a name the collection knows ("BERT-style") is not asked for."""
     if not cited:
         return []
     text = " ".join(f"{papers[pid].title} {papers[pid].abstract}" for pid in cited)
@@ -155,6 +170,8 @@ def absent_question_names(question: str, cited: Collection[str], papers: Mapping
             continue  # "long-tailed": "long" and "tailed" are both there
         if compound_found(word.strip(NAME_PUNCT), tokens):
             continue  # "ImageNet-pretrained": "pre-training on ImageNet"
+        if known_likeness(word, papers):
+            continue  # "BERT-style pretraining": masked language modeling, in the paper's words
         if re.fullmatch(r"[A-Z][a-z]+", word):
             used = content_words(text) if used is None else used
             if stem(word) in used:

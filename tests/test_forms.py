@@ -199,6 +199,11 @@ def test_question_names_are_found_as_the_abstract_words_them() -> None:
     # names still have to be there
     assert absent_question_names("Are GraphGPT-style backbones used?", cites, papers) == ["GraphGPT-style"]
     assert absent_question_names("Does NeuRI fuzz Keras?", cites, papers) == ["Keras"]
+    # ... but a likeness of a name another paper of the collection mentions asks for no name: the
+    # cited paper may say "masked language modeling" where the question says "BERT-style"
+    papers["b"] = Paper("b", "BERT", "We pretrain BERT on owls.")
+    assert absent_question_names("Does NeuRI test BERT-style pretraining?", cites, papers) == []
+    assert absent_question_names("Does NeuRI test BERT pretraining?", cites, papers) == ["BERT"]
 
 
 def test_one_refusal_policy_with_named_reasons() -> None:
