@@ -1043,7 +1043,8 @@ class Answerer:
             return ""
         own = first_own_sentence(texts)
         for text in texts[own:]:
-            if _CONTRIBUTION.search(text) and len(content_words(text)) >= _QUOTE_MIN_WORDS and not only_availability(text):
+            says_what = _CONTRIBUTION.search(text) and len(content_words(text)) >= _QUOTE_MIN_WORDS
+            if says_what and not only_availability(text):
                 return text
         scores = score_sentences(question, self.index.query_vector(question), texts, self.sentence_embedder)
         return compare_quotes(texts, scores, k=1, own_from=own)[0]

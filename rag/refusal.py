@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from rag.evidence import content_words, stem
@@ -135,12 +136,19 @@ class RefusalPolicy:
 _LIKENESS = re.compile(r"-(?:style|like|inspired|type)$", re.IGNORECASE)
 
 
+@lru_cache(maxsize=8192)
+def paper_tokens(title: str, abstract: str) -> frozenset[str]:
+    """``evidence_tokens`` of one paper, read once: a likeness is looked up in the whole collection
+    (about 3 s for 591 abstracts the first time, on the answer's path)."""
+    return frozenset(evidence_tokens(f"{title} {abstract}"))
+
+
 def known_likeness(word: str, papers: Mapping[str, Paper]) -> bool:
     """Whether ``word`` is a likeness ("BERT-style") of a name some paper of the collection mentions."""
     if not _LIKENESS.search(word):
         return False
     name = norm_name(undescribed(word))
-    return any(name_found(name, evidence_tokens(f"{p.title} {p.abstract}")) for p in papers.values())
+    return any(name_found(name, paper_tokens(p.title, p.abstract)) for p in papers.values())
 
 
 def absent_question_names(question: str, cited: Collection[str], papers: Mapping[str, Paper]) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -452,7 +453,7 @@ def evidence_tokens(text: str) -> set[str]:
     return tokens
 
 
-def name_found(name: str, tokens: set[str]) -> bool:
+def name_found(name: str, tokens: AbstractSet[str]) -> bool:
     return (
         name in tokens
         or name.rstrip("s") in tokens

@@ -502,49 +502,42 @@ def test_the_background_before_the_authors_first_own_sentence_is_not_quoted() ->
     assert compare_quotes(texts, scores, k=3, own_from=3) == [texts[0], texts[1], texts[3]]  # too few own sentences
 
 
-def test_a_compared_paper_named_by_its_method_comes_before_a_loose_title_match() -> None:
+def compared_ids(papers: list[Paper], order: list[str], question: str) -> list[str]:
+    """The ids ``Answerer.compared`` picks from these papers, retrieved in ``order``."""
     from types import SimpleNamespace
 
-    def paper(pid: str, title: str, abstract: str) -> Paper:
-        return Paper(paper_id=pid, title=title, abstract=abstract)
+    by_id = {p.paper_id: p for p in papers}
+    sources = [Source(i + 1, pid, by_id[pid].title, (), 1.0) for i, pid in enumerate(order)]
+    stub = SimpleNamespace(index=SimpleNamespace(papers=by_id))
+    return [s.paper_id for s in Answerer.compared(stub, question, sources)]  # type: ignore[arg-type]
 
-    papers = {
-        p.paper_id: p
-        for p in (
-            paper("causal", "Causal Analysis for Robust Interpretability of Neural Networks", "We use causal graphs."),
-            paper("ast", "Evaluating and Explaining Large Language Models for Code", "We propose ASTxplainer, an explainer."),
-            paper("explain", "Unsupervised Learning of Neural Networks to Explain Neural Networks", "An explainer network."),
-        )
-    }
-    sources = [Source(i + 1, pid, papers[pid].title, (), 1.0) for i, pid in enumerate(["causal", "explain", "ast"])]
+
+def test_a_compared_paper_named_by_its_method_comes_before_a_loose_title_match() -> None:
+    papers = [
+        Paper("causal", "Causal Analysis for Robust Interpretability of Neural Networks", "We use causal graphs."),
+        Paper("ast", "Evaluating and Explaining Large Language Models for Code", "We propose ASTxplainer, an explainer."),
+        Paper("explain", "Unsupervised Learning of Neural Networks to Explain Neural Networks", "An explainer network."),
+    ]
     question = (
         "How do 'Causal Analysis for Robust Interpretability of Neural Networks' and ASTxplainer differ in how they "
         "explain the predictions of a neural network?"
     )
-    stub = SimpleNamespace(index=SimpleNamespace(papers=papers))
     # the third paper shares most of its title's words with the question, but names nothing it asks about
-    assert [s.paper_id for s in Answerer.compared(stub, question, sources)] == ["causal", "ast"]  # type: ignore[arg-type]
+    assert compared_ids(papers, ["causal", "explain", "ast"], question) == ["causal", "ast"]
 
 
 def test_a_whole_title_in_the_question_comes_before_a_short_name_inside_it() -> None:
-    from types import SimpleNamespace
-
-    papers = {
-        p.paper_id: p
-        for p in (
-            Paper("bliss", "Label Noise: Ignorance Is Bliss", "We study label noise."),
-            Paper("elr", "Early-Learning Regularization Prevents Memorization of Noisy Labels", "We regularize."),
-            Paper("massive", "Deep Learning is Robust to Massive Label Noise", "Networks generalize."),
-        )
-    }
-    sources = [Source(i + 1, pid, papers[pid].title, (), 1.0) for i, pid in enumerate(papers)]
+    papers = [
+        Paper("bliss", "Label Noise: Ignorance Is Bliss", "We study label noise."),
+        Paper("elr", "Early-Learning Regularization Prevents Memorization of Noisy Labels", "We regularize."),
+        Paper("massive", "Deep Learning is Robust to Massive Label Noise", "Networks generalize."),
+    ]
     question = (
         "How do 'Early-Learning Regularization Prevents Memorization of Noisy Labels' and 'Deep Learning is Robust "
         "to Massive Label Noise' differ in how they deal with noisy training labels?"
     )
-    stub = SimpleNamespace(index=SimpleNamespace(papers=papers))
     # "Label Noise", the first paper's short name, is written in the question only inside another title
-    assert [s.paper_id for s in Answerer.compared(stub, question, sources)] == ["elr", "massive"]  # type: ignore[arg-type]
+    assert compared_ids(papers, ["bliss", "elr", "massive"], question) == ["elr", "massive"]
 
 
 def test_a_sentence_that_only_says_where_the_code_is_is_never_quoted() -> None:
